@@ -1,0 +1,1 @@
+"""Datasets that build offline from packaged data (no download)."""
