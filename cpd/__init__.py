@@ -1,0 +1,12 @@
+"""cpd: Comb, Prune, Distill — structured pruning for vision models.
+
+The core (this package, minus ``cpd.mm`` and ``cpd.export``) needs torch and numpy only.
+"""
+from cpd.graph import DependencyGraph, Group, Member, fingerprint
+from cpd.graph.comb import comb
+from cpd.graph.deps_io import load_deps, save_deps
+from cpd.surgery import cut_, prepare_
+
+__version__ = "0.1.0"
+__all__ = ["DependencyGraph", "Group", "Member", "comb", "cut_", "fingerprint", "load_deps", "prepare_",
+           "save_deps"]

@@ -1,0 +1,130 @@
+"""``comb``: trace a model, build its groups, and prove every prunable group can really be cut."""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+from cpd.graph.group import DependencyGraph, build_groups, fingerprint
+from cpd.graph.labels import AxisRef
+from cpd.graph.tracer import SHAPE_ONLY, trace
+from cpd.surgery.adapters import prepare_
+from cpd.surgery.cut import cut_
+
+ForwardFn = Callable[..., Any]
+
+
+class ShapeOnly(TorchDispatchMode):
+    """Run heavy operators on the meta device and return zeros: enough to check that shapes still fit."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.overloadpacket.__name__ in SHAPE_ONLY:
+            meta = tree_map(lambda a: a.to("meta") if isinstance(a, torch.Tensor) else a, (args, kwargs))
+            out = func(*meta[0], **meta[1])
+            return tree_map(lambda o: torch.zeros(o.shape, dtype=o.dtype) if isinstance(o, torch.Tensor) else o, out)
+        return func(*args, **kwargs)
+
+
+def run_forward(model: nn.Module, inputs: Sequence[Any], forward_fn: ForwardFn | None,
+                shape_only: bool = False) -> list[torch.Tensor]:
+    """Call the model in eval mode without gradients and return its output tensors, flattened."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if shape_only:
+                with ShapeOnly():
+                    out = forward_fn(model, *inputs) if forward_fn else model(*inputs)
+            else:
+                out = forward_fn(model, *inputs) if forward_fn else model(*inputs)
+    finally:
+        model.train(was)
+    return [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+
+
+def _probe(model: nn.Module, graph: DependencyGraph, gids: list[int], inputs: Sequence[Any],
+           forward_fn: ForwardFn | None, shapes: list[tuple[int, ...]]) -> str:
+    """Cut one unit of each group in ``gids`` on a copy; '' if the copy still runs with the same output shapes."""
+    twin = copy.deepcopy(model)
+    try:
+        cut_(twin, graph, {g: [0] for g in gids})
+        outs = run_forward(twin, inputs, forward_fn, shape_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure of the cut model is the verdict we report
+        return f"cutting it breaks the forward: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+    got = [tuple(o.shape) for o in outs]
+    if got != shapes:
+        return f"cutting it changes the output shapes from {shapes} to {got}"
+    return ""
+
+
+def verify_cuts_(model: nn.Module, graph: DependencyGraph, inputs: Sequence[Any],
+                 forward_fn: ForwardFn | None) -> None:
+    """Mark not prunable every group whose cut breaks the model (found by bisection; usually one run)."""
+    shapes = [tuple(o.shape) for o in run_forward(model, inputs, forward_fn, shape_only=True)]
+    todo = [g.id for g in graph.prunable()]
+    bad: dict[int, str] = {}
+
+    def search(gids: list[int]) -> None:
+        if not gids:
+            return
+        why = _probe(model, graph, gids, inputs, forward_fn, shapes)
+        if not why:
+            return
+        if len(gids) == 1:
+            bad[gids[0]] = why
+            return
+        mid = len(gids) // 2
+        search(gids[:mid])
+        search(gids[mid:])
+
+    search(todo)
+    for g in graph.groups:
+        if g.id in bad:
+            g.prunable, g.reason = False, bad[g.id]
+
+
+def comb(model: nn.Module, example_inputs: Sequence[Any], forward_fn: ForwardFn | None = None,
+         exclude: Sequence[str] = (), verify: bool = True) -> DependencyGraph:
+    """Derive the channel-dependency groups of ``model``.
+
+    The model is prepared in place first (modules such as ``nn.MultiheadAttention`` are re-classed to
+    functionally identical prunable versions; parameter names do not change).
+
+    Args:
+        model: any ``nn.Module``.
+        example_inputs: inputs for one forward call (a batch of 2 is best: it shows batch/channel mix-ups).
+        forward_fn: ``forward_fn(model, *example_inputs)`` returning every output used in training
+            (e.g. all heads of a segmentor); default ``model(*example_inputs)``.
+        exclude: parameter or module names (prefixes) whose channels must never be pruned.
+        verify: cut one unit of every prunable group on a copy and mark groups that break it not prunable.
+
+    Returns:
+        The dependency graph.
+    """
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    prepare_(model)
+    space, tracer, members = trace(model, tuple(example_inputs), forward_fn)
+    names = {name: tid for tid, (name, _) in members.items()}
+    for ref in list(space.axes):
+        if ref.kind != "attr" and any(ref.name == e or ref.name.startswith(e.rstrip(".") + ".") for e in exclude):
+            start, size = space.axes[ref]
+            space.block(torch.arange(start, start + size), f"excluded by the user ('{ref.name}')")
+    unreached = [ref for ref in space.axes
+                 if ref.kind != "attr" and names.get(ref.name) not in tracer.reached]
+    graph = build_groups(space, unreached, fingerprint(model))
+    graph.input_shapes = [list(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)]
+    graph.notes = {"unknown_ops": dict(tracer.unknown_ops),
+                   "unreached": sorted({r.name for r in unreached})}
+    if verify:
+        verify_cuts_(model, graph, tuple(example_inputs), forward_fn)
+    return graph
+
+
+__all__ = ["AxisRef", "comb", "run_forward", "verify_cuts_"]

@@ -1,0 +1,189 @@
+"""Data-movement operators: the same movement is applied to the label fields, so offsets come out exact."""
+from __future__ import annotations
+
+import torch
+
+from cpd.graph.fields import align, compress, compress_all, expand_dims, reshape_field, support
+from cpd.graph.rules import register_rule
+
+
+def _norm(d: int, n: int) -> int:
+    return d + n if d < 0 else d
+
+
+@register_rule("view", "_unsafe_view", "reshape", "view_copy", "_reshape_alias", "squeeze", "unsqueeze",
+               "flatten", "unflatten", "view_as")
+def reshape_rule(ctx, func, args, kwargs, outs):
+    """Reshapes: merge or split dimensions; a split of labelled channels into a grid is recorded."""
+    x, out = args[0], outs[0]
+    res = []
+    for f in ctx.fields(x):
+        g, grids = reshape_field(f, tuple(x.shape), tuple(out.shape))
+        for grid in grids:
+            ctx.space.add_grid(grid)
+        res.append(g)
+    return [compress_all(res)]
+
+
+@register_rule("permute")
+def permute_rule(ctx, func, args, kwargs, outs):
+    dims = [_norm(d, args[0].dim()) for d in args[1]]
+    return [[f.permute(dims) for f in ctx.fields(args[0])]]
+
+
+@register_rule("transpose", "swapaxes", "swapdims")
+def transpose_rule(ctx, func, args, kwargs, outs):
+    n = args[0].dim()
+    return [[f.transpose(_norm(args[1], n), _norm(args[2], n)) for f in ctx.fields(args[0])]]
+
+
+@register_rule("t", "numpy_T")
+def t_rule(ctx, func, args, kwargs, outs):
+    return [[f.t() if f.dim() == 2 else f for f in ctx.fields(args[0])]]
+
+
+@register_rule("expand", "broadcast_to", "expand_as")
+def expand_rule(ctx, func, args, kwargs, outs):
+    return [[align(f, outs[0].dim()) for f in ctx.fields(args[0])]]
+
+
+@register_rule("select")
+def select_rule(ctx, func, args, kwargs, outs):
+    x, dim, index = args[0], _norm(args[1], args[0].dim()), args[2]
+    res = [f.select(dim, index if f.shape[dim] > 1 else 0) for f in ctx.fields(x)]
+    return [compress_all(res)]
+
+
+@register_rule("slice")
+def slice_rule(ctx, func, args, kwargs, outs):
+    x = args[0]
+    dim = _norm(args[1] if len(args) > 1 else kwargs.get("dim", 0), x.dim())
+    start = args[2] if len(args) > 2 else kwargs.get("start")
+    end = args[3] if len(args) > 3 else kwargs.get("end")
+    step = args[4] if len(args) > 4 else kwargs.get("step", 1)
+    res = []
+    for f in ctx.fields(x):
+        if f.shape[dim] == 1:
+            res.append(f)
+        else:
+            idx = [slice(None)] * f.dim()
+            idx[dim] = slice(start, end, step)
+            res.append(f[tuple(idx)])
+    return [compress_all(res)]
+
+
+@register_rule("split", "split_with_sizes", "unbind", "chunk", "tensor_split", "unsafe_split",
+               "unsafe_split_with_sizes", "unsafe_chunk")
+def split_rule(ctx, func, args, kwargs, outs):
+    """Splits: every piece takes its slice of the labels (compressed fields are shared)."""
+    x = args[0]
+    name = func.overloadpacket.__name__
+    dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+    if name == "unbind":
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    dim = _norm(dim, x.dim())
+    res: list[list[torch.Tensor]] = [[] for _ in outs]
+    for f in ctx.fields(x):
+        if f.shape[dim] == 1:
+            for i, o in enumerate(outs):
+                res[i].append(f.squeeze(dim) if name == "unbind" else f)
+            continue
+        offset = 0
+        for i, o in enumerate(outs):
+            size = 1 if name == "unbind" else o.shape[dim]
+            piece = f.narrow(dim, offset, size)
+            res[i].append(piece.squeeze(dim) if name == "unbind" else piece)
+            offset += size
+    return [compress_all(r) for r in res]
+
+
+def _cat(ctx, tensors, dim: int, out) -> list[torch.Tensor]:
+    n = out.dim()
+    pieces = [t for t in tensors if not (t.dim() == 1 and t.numel() == 0)]
+    all_fields = [[align(f, n) for f in ctx.fields(t)] for t in pieces]
+    # dimensions (other than dim) along which any input varies must be materialised in all of them
+    wide = set().union(*[support(f) for fs in all_fields for f in fs]) - {dim}
+    res = []
+    offset = 0
+    for t, fs in zip(pieces, all_fields):
+        for f in fs:
+            shape = list(out.shape)
+            shape[dim] = t.shape[dim]
+            g = expand_dims(f, shape, wide | {dim})
+            full_shape = list(g.shape)
+            full_shape[dim] = out.shape[dim]
+            z = torch.zeros(full_shape, dtype=g.dtype)
+            z.narrow(dim, offset, t.shape[dim]).copy_(g)
+            res.append(z)
+        offset += t.shape[dim]
+    return compress_all(res)
+
+
+@register_rule("cat", "concat", "concatenate")
+def cat_rule(ctx, func, args, kwargs, outs):
+    tensors = args[0]
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    return [_cat(ctx, tensors, _norm(dim, outs[0].dim()), outs[0])]
+
+
+@register_rule("stack")
+def stack_rule(ctx, func, args, kwargs, outs):
+    tensors = args[0]
+    dim = _norm(args[1] if len(args) > 1 else kwargs.get("dim", 0), outs[0].dim())
+    res = []
+    offset = 0
+    for t in tensors:
+        for f in ctx.fields(t):
+            g = expand_dims(f.unsqueeze(dim), list(t.unsqueeze(dim).shape))
+            shape = list(outs[0].shape)
+            z = torch.zeros(shape, dtype=g.dtype)
+            z.narrow(dim, offset, 1).copy_(g)
+            res.append(z)
+        offset += 1
+    return [compress_all(res)]
+
+
+def apply_to_fields(ctx, func, args, kwargs, outs, replace_value: bool = False):
+    """Run the operator itself on fully materialised fields (in float64: exact for labels < 2**53)."""
+    x = args[0]
+    res = []
+    for f in ctx.fields(x):
+        g = expand_dims(f, tuple(x.shape)).to(torch.float64)
+        rest = list(args[1:])
+        if replace_value and len(rest) >= 2:
+            rest[1] = 0.0
+        out = func(g, *rest, **kwargs)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        c = compress(out.round().to(torch.int64))
+        if c is not None:
+            res.append(c)
+    return [res] + [[] for _ in outs[1:]]
+
+
+@register_rule("index_select", "gather", "roll", "flip", "repeat", "im2col", "col2im", "pixel_shuffle",
+               "pixel_unshuffle", "unfold", "narrow", "movedim", "moveaxis", "tile", "diagonal", "tril", "triu",
+               "channel_shuffle", "native_channel_shuffle", "reflection_pad1d", "reflection_pad2d",
+               "replication_pad1d", "replication_pad2d", "take_along_dim", "_unsafe_index", "repeat_interleave")
+def movement_rule(ctx, func, args, kwargs, outs):
+    """Generic data movement: apply the operator to the labels themselves."""
+    return apply_to_fields(ctx, func, args, kwargs, outs)
+
+
+@register_rule("constant_pad_nd")
+def pad_rule(ctx, func, args, kwargs, outs):
+    """Padding adds unlabelled elements."""
+    return apply_to_fields(ctx, func, args, {}, outs, replace_value=True)
+
+
+@register_rule("index")
+def index_rule(ctx, func, args, kwargs, outs):
+    """Advanced indexing ``x[idx]``: index tensors carry no channel labels of their own."""
+    x, indices = args[0], args[1]
+    res = []
+    for f in ctx.fields(x):
+        g = expand_dims(f, tuple(x.shape))
+        c = compress(torch.ops.aten.index.Tensor(g, list(indices)))
+        if c is not None:
+            res.append(c)
+    return [res]

@@ -1,0 +1,207 @@
+"""Trace a model on CPU at the aten level and propagate channel labels through every operator.
+
+The model runs once, for real, under a dispatch mode that sees every aten operator with its actual
+arguments (any Python control flow, any reshape).  Heavy operators (convolutions, matrix products) are
+run on the meta device only, so a large segmentation model traces in about the time its shapes take.
+"""
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+from cpd.graph.fields import Field, align
+from cpd.graph.labels import AxisRef, LabelSpace
+from cpd.graph.rules import rule_for
+
+#: operators whose values no label rule reads: executed on the meta device, returned as zeros.
+SHAPE_ONLY = {"convolution", "mm", "addmm", "bmm", "baddbmm", "_scaled_dot_product_flash_attention_for_cpu",
+              "_scaled_dot_product_efficient_attention", "_native_multi_head_attention"}
+
+
+class TraceContext:
+    """What a propagation rule may read and write while one operator is traced."""
+
+    def __init__(self, tracer: "LabelTracer", func: Any) -> None:
+        self.tracer = tracer
+        self.space: LabelSpace = tracer.space
+        self.func = func
+
+    @property
+    def module(self) -> str:
+        """Name of the innermost module being executed ('' at top level)."""
+        return self.tracer.stack[-1][0] if self.tracer.stack else ""
+
+    @property
+    def module_obj(self) -> nn.Module | None:
+        return self.tracer.stack[-1][1] if self.tracer.stack else None
+
+    def where(self) -> str:
+        """A human description of the current operator and module, for error messages."""
+        mod = self.module_obj
+        kind = type(mod).__name__ if mod is not None else "model"
+        return f"aten.{self.func.overloadpacket.__name__} in '{self.module or '<top>'}' ({kind})"
+
+    def fields(self, t: Any) -> list[Field]:
+        """The label fields of tensor ``t`` (empty when it carries none)."""
+        if not isinstance(t, torch.Tensor):
+            return []
+        entry = self.tracer.fields.get(id(t))
+        if entry is None:
+            return []
+        self.tracer.reached.add(id(t))
+        return [align(f, t.dim()) for f in entry[1]]
+
+    @staticmethod
+    def tensor_args(args: Sequence[Any], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        """Every tensor among the arguments, in order."""
+        leaves, _ = tree_flatten((list(args), kwargs))
+        return [a for a in leaves if isinstance(a, torch.Tensor)]
+
+    def attr_axis(self, attr: str, size: int) -> torch.Tensor | None:
+        """Labels for an integer attribute of the current module that counts ``size`` channels or heads.
+
+        Returns None when the current module has no such attribute with that value.
+        """
+        mod = self.module_obj
+        if mod is None:
+            return None
+        value = getattr(mod, attr, None)
+        if isinstance(value, (tuple, list, torch.Size)) and len(value) == 1:
+            value = value[0]
+        if not isinstance(value, int) or isinstance(value, bool) or value != size:
+            return None
+        return self.space.new_axis(AxisRef(f"{self.module}:{attr}", 0, "attr"), size)
+
+
+class LabelTracer(TorchDispatchMode):
+    """Dispatch mode that keeps label fields beside every tensor the model computes."""
+
+    def __init__(self, space: LabelSpace, shape_only: bool = True) -> None:
+        super().__init__()
+        self.space = space
+        self.shape_only = shape_only
+        self.fields: dict[int, tuple[Any, list[Field]]] = {}
+        self.stack: list[tuple[str, nn.Module]] = []
+        self.reached: set[int] = set()
+        self.unknown_ops: dict[str, int] = {}
+
+    def set_fields(self, t: torch.Tensor, fields: list[Field], strong: bool = False) -> None:
+        """Attach ``fields`` to ``t`` (replacing any it had)."""
+        key = id(t)
+        if not fields:
+            self.fields.pop(key, None)
+            return
+        if strong:
+            ref: Any = t
+        else:
+            ref = weakref.ref(t, lambda _r, k=key, s=self.fields: s.pop(k, None))
+        self.fields[key] = (ref, fields)
+
+    def _run(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        name = func.overloadpacket.__name__
+        if self.shape_only and name in SHAPE_ONLY:
+            meta = tree_map(lambda a: a.to("meta") if isinstance(a, torch.Tensor) else a, (args, kwargs))
+            out = func(*meta[0], **meta[1])
+            return tree_map(lambda o: torch.zeros(o.shape, dtype=o.dtype) if isinstance(o, torch.Tensor) else o, out)
+        return func(*args, **kwargs)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = self._run(func, args, kwargs)
+        ins = TraceContext.tensor_args(args, kwargs)
+        if not any(id(t) in self.fields for t in ins):
+            return out
+        name = func.overloadpacket.__name__
+        rule = rule_for(name) or rule_for(name.rstrip("_"))
+        outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
+        ctx = TraceContext(self, func)
+        if rule is None:
+            self.unknown_ops[name] = self.unknown_ops.get(name, 0) + 1
+            for t in ins:
+                for f in ctx.fields(t):
+                    self.space.block(f, f"operator {ctx.where()} has no propagation rule")
+            return out
+        result = rule(ctx, func, args, kwargs, outs)
+        for o, fs in zip(outs, result):
+            self.set_fields(o, [f for f in fs if f.dim() == o.dim()])
+        return out
+
+
+def _module_hooks(model: nn.Module, tracer: LabelTracer) -> list[Any]:
+    names = {}
+    for name, mod in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(mod), name)
+
+    def pre(mod: nn.Module, _args: Any) -> None:
+        tracer.stack.append((names.get(id(mod), type(mod).__name__), mod))
+
+    def post(mod: nn.Module, _args: Any, _out: Any) -> None:
+        if tracer.stack and tracer.stack[-1][1] is mod:
+            tracer.stack.pop()
+
+    return [nn.modules.module.register_module_forward_pre_hook(pre),
+            nn.modules.module.register_module_forward_hook(post, always_call=True)]
+
+
+def label_members(model: nn.Module, tracer: LabelTracer) -> dict[int, tuple[str, str]]:
+    """Give every axis (of size > 1) of every parameter and floating buffer its own labels.
+
+    Returns:
+        ``id(tensor) -> (name, kind)`` for every labelled member.
+    """
+    members: dict[int, tuple[str, str]] = {}
+    items = [(n, p, "param") for n, p in model.named_parameters()]
+    items += [(n, b, "buffer") for n, b in model.named_buffers() if b.is_floating_point()]
+    for name, t, kind in items:
+        if id(t) in members:
+            continue
+        members[id(t)] = (name, kind)
+        fields = []
+        for d in range(t.dim()):
+            if t.shape[d] > 1:
+                labels = tracer.space.new_axis(AxisRef(name, d, kind), t.shape[d])
+                shape = [1] * t.dim()
+                shape[d] = t.shape[d]
+                fields.append(labels.reshape(shape))
+        tracer.set_fields(t, fields, strong=True)
+    return members
+
+
+def trace(model: nn.Module, example_inputs: tuple[Any, ...],
+          forward_fn: Callable[..., Any] | None = None, shape_only: bool = True) -> tuple[LabelSpace, LabelTracer,
+                                                                                             dict[int, tuple[str, str]]]:
+    """Run ``forward_fn(model, *example_inputs)`` once under the label tracer.
+
+    Args:
+        model: the model; it is put in eval mode for the trace and restored afterwards.
+        example_inputs: inputs of the forward call.
+        forward_fn: how to call the model (default ``model(*inputs)``); return every output that matters.
+        shape_only: skip the arithmetic of heavy operators (their values are never read by a rule).
+
+    Returns:
+        The label space with every fact recorded, the tracer, and the labelled members.
+    """
+    space = LabelSpace()
+    tracer = LabelTracer(space, shape_only=shape_only)
+    members = label_members(model, tracer)
+    hooks = _module_hooks(model, tracer)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), tracer:
+            outputs = forward_fn(model, *example_inputs) if forward_fn else model(*example_inputs)
+        for o in tree_flatten(outputs)[0]:
+            if isinstance(o, torch.Tensor):
+                for f in tracer.fields.get(id(o), (None, []))[1]:
+                    space.block(f, "reaches a model output")
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return space, tracer, members
