@@ -53,7 +53,7 @@ def compress_all(fields: Sequence[Field]) -> list[Field]:
         if any(o.shape == c.shape and torch.equal(o, c) for o in out):
             continue
         out.append(c)
-    return merge_disjoint(out)
+    return out
 
 
 def merge_disjoint(fields: list[Field]) -> list[Field]:

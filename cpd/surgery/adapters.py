@@ -74,8 +74,8 @@ class PrunableMultiheadAttention(nn.MultiheadAttention):
             if key_padding_mask is not None:
                 key_padding_mask = F.pad(key_padding_mask, (0, 1))
         bsz, tgt, src, h = q.shape[0], q.shape[1], k.shape[1], self.num_heads
-        q = q.reshape(bsz, tgt, h, self.head_dim).transpose(1, 2)
-        k = k.reshape(bsz, src, h, self.head_dim).transpose(1, 2)
+        q = q.reshape(bsz, tgt, h, -1).transpose(1, 2)
+        k = k.reshape(bsz, src, h, -1).transpose(1, 2)
         v = v.reshape(bsz, src, h, -1).transpose(1, 2)
         logits = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)
         if attn_mask is not None:

@@ -112,9 +112,7 @@ def contract(ctx, a_fields, a_shape, b_fields, b_shape, out_shape) -> list[torch
         ctx.space.union(*torch.broadcast_tensors(*side_coarse))
     if side_coarse:
         note_heads(ctx, side_coarse[0], sorted(batch))
-    out = reduce_fields(ctx, a_fields, a_shape, {ka}) + [
-        f.transpose(n - 2, n - 1) for f in reduce_fields(ctx, b_fields, b_shape, {kb})
-    ]
+    out = reduce_fields(ctx, a_fields, a_shape, {ka}) + reduce_fields(ctx, b_fields, b_shape, {kb})
     return compress_all([align(f, n) for f in out])
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from cpd.graph.fields import align, compress, compress_all, expand_dims, reshape_field, support
+from cpd.graph.fields import align, compress, compress_all, expand_dims, merge_disjoint, reshape_field, support
 from cpd.graph.rules import register_rule
 
 
@@ -89,34 +89,55 @@ def split_rule(ctx, func, args, kwargs, outs):
                 res[i].append(f.squeeze(dim) if name == "unbind" else f)
             continue
         offset = 0
+        pieces = []
         for i, o in enumerate(outs):
             size = 1 if name == "unbind" else o.shape[dim]
             piece = f.narrow(dim, offset, size)
+            pieces.append(piece)
             res[i].append(piece.squeeze(dim) if name == "unbind" else piece)
             offset += size
+        if name in EQUAL_SPLITS and len({p.shape[dim] for p in pieces}) == 1:
+            # chunk(n) / split(size): the pieces must stay equal, so channel j of every piece goes together
+            for p in pieces[1:]:
+                ctx.space.union(p, pieces[0])
     return [compress_all(r) for r in res]
 
 
+EQUAL_SPLITS = ("split", "chunk", "unsafe_split", "unsafe_chunk")
+
+
 def _cat(ctx, tensors, dim: int, out) -> list[torch.Tensor]:
+    """Concatenation: fields that vary along ``dim`` are placed at their offsets; fields that do not describe
+    the other dims, and the pieces share them (column ``c`` of the result is removed for every piece)."""
+    from cpd.graph.rules.pointwise import union_broadcast
+
     n = out.dim()
     pieces = [t for t in tensors if not (t.dim() == 1 and t.numel() == 0)]
-    all_fields = [[align(f, n) for f in ctx.fields(t)] for t in pieces]
-    # dimensions (other than dim) along which any input varies must be materialised in all of them
-    wide = set().union(*[support(f) for fs in all_fields for f in fs]) - {dim}
-    res = []
+    per = [(t, [align(f, n) for f in ctx.fields(t)]) for t in pieces]
+    across_ops = []
+    for t, fs in per:
+        shape = list(t.shape)
+        shape[dim] = 1
+        across_ops.append(([f for f in fs if dim not in support(f)], tuple(shape)))
+    flat_shape = list(out.shape)
+    flat_shape[dim] = 1
+    across = union_broadcast(ctx, across_ops, tuple(flat_shape))
+    along = []
     offset = 0
-    for t, fs in zip(pieces, all_fields):
+    for t, fs in per:
         for f in fs:
+            if dim not in support(f):
+                continue
             shape = list(out.shape)
             shape[dim] = t.shape[dim]
-            g = expand_dims(f, shape, wide | {dim})
+            g = expand_dims(f, shape, {dim})
             full_shape = list(g.shape)
             full_shape[dim] = out.shape[dim]
             z = torch.zeros(full_shape, dtype=g.dtype)
             z.narrow(dim, offset, t.shape[dim]).copy_(g)
-            res.append(z)
+            along.append(z)
         offset += t.shape[dim]
-    return compress_all(res)
+    return compress_all(across + merge_disjoint(along))
 
 
 @register_rule("cat", "concat", "concatenate")
@@ -128,19 +149,28 @@ def cat_rule(ctx, func, args, kwargs, outs):
 
 @register_rule("stack")
 def stack_rule(ctx, func, args, kwargs, outs):
+    """Stacking is a concatenation along a new dimension."""
     tensors = args[0]
     dim = _norm(args[1] if len(args) > 1 else kwargs.get("dim", 0), outs[0].dim())
-    res = []
-    offset = 0
-    for t in tensors:
-        for f in ctx.fields(t):
-            g = expand_dims(f.unsqueeze(dim), list(t.unsqueeze(dim).shape))
-            shape = list(outs[0].shape)
-            z = torch.zeros(shape, dtype=g.dtype)
-            z.narrow(dim, offset, 1).copy_(g)
-            res.append(z)
-        offset += 1
-    return [compress_all(res)]
+
+    class _Unsq:
+        def __init__(self, t):
+            self.t = t
+            self.shape = t.unsqueeze(dim).shape
+
+        def dim(self):
+            return len(self.shape)
+
+        @property
+        def numel(self):
+            return self.t.numel
+
+    saved = ctx.fields
+    ctx.fields = lambda x, _s=saved: [f.unsqueeze(dim) for f in _s(x.t)] if isinstance(x, _Unsq) else _s(x)
+    try:
+        return [_cat(ctx, [_Unsq(t) for t in tensors], dim, outs[0])]
+    finally:
+        ctx.fields = saved
 
 
 def apply_to_fields(ctx, func, args, kwargs, outs, replace_value: bool = False):
@@ -172,8 +202,14 @@ def movement_rule(ctx, func, args, kwargs, outs):
 
 @register_rule("constant_pad_nd")
 def pad_rule(ctx, func, args, kwargs, outs):
-    """Padding adds unlabelled elements."""
-    return apply_to_fields(ctx, func, args, {}, outs, replace_value=True)
+    """Padding: padded elements belong to the channel they pad, so fields constant there are kept as is."""
+    x, pad = args[0], list(args[1])
+    padded = {x.dim() - 1 - i // 2 for i in range(len(pad)) if pad[i] != 0}
+    keep = [f for f in ctx.fields(x) if not (support(f) & padded)]
+    moved = apply_to_fields(ctx, func, args, {}, outs, replace_value=True)[0] if len(keep) < len(
+        ctx.fields(x)) else []
+    moved = [f for f in moved if not any(torch.equal(f, k) for k in keep if f.shape == k.shape)]
+    return [compress_all(keep + moved)]
 
 
 @register_rule("index")
