@@ -18,7 +18,7 @@ from torch.utils._pytree import tree_flatten
 from cpd.graph.fields import align, support
 from cpd.graph.group import DependencyGraph
 from cpd.graph.labels import LabelSpace
-from cpd.graph.tracer import LabelTracer, TraceContext, label_members, _module_hooks
+from cpd.graph.tracer import LabelTracer, TraceContext, run_traced
 
 
 class MaskedTracer(LabelTracer):
@@ -151,17 +151,8 @@ def masked_forward(model: nn.Module, graph: DependencyGraph, plan: Mapping[int, 
 
     ref = copy.deepcopy(model)
     zero_members_(ref, graph, plan)
-    space = LabelSpace()
-    tracer = MaskedTracer(space, dead_labels(graph, plan))
-    label_members(ref, tracer)
-    hooks = _module_hooks(ref, tracer)
-    ref.eval()
-    try:
-        with torch.no_grad(), tracer:
-            out = forward_fn(ref, *inputs) if forward_fn else ref(*inputs)
-    finally:
-        for h in hooks:
-            h.remove()
+    tracer = MaskedTracer(LabelSpace(), dead_labels(graph, plan))
+    _, out = run_traced(ref, tracer, tuple(inputs), forward_fn)
     return [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
 
 

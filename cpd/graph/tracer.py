@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
@@ -78,6 +79,30 @@ class TraceContext:
             return None
         return self.space.new_axis(AxisRef(f"{self.module}:{attr}", 0, "attr"), size)
 
+    def size_attr_axes(self, size: int) -> list[torch.Tensor]:
+        """Labels for every integer attribute (or list element) of the current module equal to ``size``.
+
+        A reshape that spells a channel count literally usually takes it from such an attribute
+        (``x.view(B, H, W, self.num_features[i])``); tying the attribute to the channels lets it follow a cut.
+        """
+        mod = self.module_obj
+        if mod is None or type(mod).__module__.startswith("torch.nn") or size < 2:
+            return []
+        if not self.tracer.calls or self.tracer.calls[-1] not in ("view", "reshape"):
+            return []  # a view made inside another operator, not spelled by the model's code
+        axes = []
+        for attr, value in vars(mod).items():
+            if attr.startswith("_") or isinstance(value, bool):
+                continue
+            if isinstance(value, int) and value == size:
+                axes.append(self.space.new_axis(AxisRef(f"{self.module}:{attr}", 0, "attr"), size))
+            elif isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
+                hits = [i for i, v in enumerate(value) if v == size and not isinstance(v, bool)]
+                if len(hits) == 1:
+                    ref = AxisRef(f"{self.module}:{attr}[{hits[0]}]", 0, "attr")
+                    axes.append(self.space.new_axis(ref, size))
+        return axes
+
 
 class LabelTracer(TorchDispatchMode):
     """Dispatch mode that keeps label fields beside every tensor the model computes."""
@@ -90,6 +115,8 @@ class LabelTracer(TorchDispatchMode):
         self.stack: list[tuple[str, nn.Module]] = []
         self.reached: set[int] = set()
         self.unknown_ops: dict[str, int] = {}
+        #: names of the Python-level torch calls in progress (``view``, ``linear``, ...), outermost first.
+        self.calls: list[str] = []
 
     def set_fields(self, t: torch.Tensor, fields: list[Field], strong: bool = False) -> None:
         """Attach ``fields`` to ``t`` (replacing any it had)."""
@@ -133,6 +160,22 @@ class LabelTracer(TorchDispatchMode):
         return out
 
 
+class CallStack(TorchFunctionMode):
+    """Records which Python-level torch function is running, so rules can tell ``x.view(...)`` written in
+    model code from a view that ``F.linear`` makes internally."""
+
+    def __init__(self, tracer: LabelTracer) -> None:
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.tracer.calls.append(getattr(func, "__name__", ""))
+        try:
+            return func(*args, **(kwargs or {}))
+        finally:
+            self.tracer.calls.pop()
+
+
 def _module_hooks(model: nn.Module, tracer: LabelTracer) -> list[Any]:
     names = {}
     for name, mod in model.named_modules(remove_duplicate=False):
@@ -173,6 +216,30 @@ def label_members(model: nn.Module, tracer: LabelTracer) -> dict[int, tuple[str,
     return members
 
 
+def run_traced(model: nn.Module, tracer: LabelTracer, inputs: tuple[Any, ...],
+               forward_fn: Callable[..., Any] | None = None) -> tuple[dict[int, tuple[str, str]], Any]:
+    """Label the members of ``model`` and run one eval forward under ``tracer``.
+
+    Every run that must see the same labels (the trace, the masked reference) goes through here, so label
+    numbering is identical between them.
+
+    Returns:
+        The labelled members and the model's outputs.
+    """
+    members = label_members(model, tracer)
+    hooks = _module_hooks(model, tracer)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), CallStack(tracer), tracer:
+            outputs = forward_fn(model, *inputs) if forward_fn else model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return members, outputs
+
+
 def trace(model: nn.Module, example_inputs: tuple[Any, ...],
           forward_fn: Callable[..., Any] | None = None, shape_only: bool = True) -> tuple[LabelSpace, LabelTracer,
                                                                                              dict[int, tuple[str, str]]]:
@@ -189,19 +256,9 @@ def trace(model: nn.Module, example_inputs: tuple[Any, ...],
     """
     space = LabelSpace()
     tracer = LabelTracer(space, shape_only=shape_only)
-    members = label_members(model, tracer)
-    hooks = _module_hooks(model, tracer)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), tracer:
-            outputs = forward_fn(model, *example_inputs) if forward_fn else model(*example_inputs)
-        for o in tree_flatten(outputs)[0]:
-            if isinstance(o, torch.Tensor):
-                for f in tracer.fields.get(id(o), (None, []))[1]:
-                    space.block(f, "reaches a model output")
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    members, outputs = run_traced(model, tracer, example_inputs, forward_fn)
+    for o in tree_flatten(outputs)[0]:
+        if isinstance(o, torch.Tensor):
+            for f in tracer.fields.get(id(o), (None, []))[1]:
+                space.block(f, "reaches a model output")
     return space, tracer, members

@@ -10,6 +10,7 @@ install_mmcv_shim()
 
 from cpd.mm.build import build_model, example_inputs, load_config, resolve_config  # noqa: E402
 from cpd.mm.entry import output_modules, seg_forward  # noqa: E402
+from cpd.mm import adapters  # noqa: E402,F401  (registers prunable stand-ins for mmseg attention modules)
 
 __all__ = [
     "build_model",

@@ -103,6 +103,13 @@ def cut_(model: nn.Module, graph: DependencyGraph, plan: Plan) -> None:
         mod_name, attr = key.rsplit(":", 1)
         mod = model.get_submodule(mod_name) if mod_name else model
         touched.setdefault(id(mod), (mod, snapshot(mod)))
+        if attr.endswith("]"):
+            attr, index = attr[:-1].split("[")
+            seq = list(getattr(mod, attr))
+            seq[int(index)] -= count
+            old_value = getattr(mod, attr)
+            setattr(mod, attr, type(old_value)(seq) if isinstance(old_value, (list, tuple)) else seq)
+            continue
         value = getattr(mod, attr)
         if isinstance(value, (tuple, list, torch.Size)):
             setattr(mod, attr, type(value)([value[0] - count, *value[1:]]) if not isinstance(value, torch.Size)

@@ -72,9 +72,17 @@ def contract(ctx, a_fields, a_shape, b_fields, b_shape, out_shape) -> list[torch
     b_fields = [align(f, n) for f in b_fields]
     ka, kb = n - 1, n - 2
     batch = set(range(n - 2))
+    where = ctx.where()
+    # a field that varies along the summed axis *and* the free axis of its operand mixes positions into
+    # channels (e.g. after im2col); it names no channel of the summed axis: block it, do not tie it.
+    mixed = [f for f in a_fields if ka in support(f) and n - 2 in support(f)]
+    mixed += [f for f in b_fields if kb in support(f) and n - 1 in support(f)]
+    for f in mixed:
+        ctx.space.block(f, f"labels mixed across the summed and free axes of {where}")
+    a_fields = [f for f in a_fields if not any(f is m for m in mixed)]
+    b_fields = [f for f in b_fields if not any(f is m for m in mixed)]
     a_k = [f for f in a_fields if ka in support(f)]
     b_k = [f for f in b_fields if kb in support(f)]
-    where = ctx.where()
     if a_k and not b_k and b_shape[kb] > 1:
         for f in a_k:
             ctx.space.block(f, f"contracted with an unlabelled operand in {where}")

@@ -22,7 +22,27 @@ def reshape_rule(ctx, func, args, kwargs, outs):
         for grid in grids:
             ctx.space.add_grid(grid)
         res.append(g)
-    return [compress_all(res)]
+    res = compress_all(res)
+    name = func.overloadpacket.__name__
+    sizes = args[1] if name in ("view", "reshape") and len(args) > 1 else None
+    if isinstance(sizes, (list, tuple)) and len(sizes) == out.dim():
+        for d, literal in enumerate(sizes):
+            if not isinstance(literal, int) or literal != out.shape[d]:
+                continue
+            for f in res:
+                if d in support(f):
+                    labels = _axis_labels_of(f, d)
+                    for axis in ctx.size_attr_axes(literal):
+                        ctx.space.union(axis, labels)
+    return [res]
+
+
+def _axis_labels_of(f: torch.Tensor, d: int) -> torch.Tensor:
+    g = f
+    for k in range(f.dim()):
+        if k != d:
+            g = g.narrow(k, 0, 1)
+    return g.reshape(-1)
 
 
 @register_rule("permute")

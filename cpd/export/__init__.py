@@ -1,0 +1,12 @@
+"""Export to ONNX and check the result with onnxruntime: the only package that imports onnx.
+
+``onnx`` and ``onnxruntime`` are imported inside the functions that need them, so importing this
+package (or ``cpd``) pulls in neither; they come with the ``export`` extra.
+"""
+
+from cpd.export.onnx_check import onnx_roundtrip
+from cpd.export.onnx_export import export_onnx
+from cpd.export.runtime import OnnxMismatchError, benchmark_latency, compare_onnx, ort_providers
+
+__all__ = ["OnnxMismatchError", "benchmark_latency", "compare_onnx", "export_onnx", "onnx_roundtrip",
+           "ort_providers"]
