@@ -23,6 +23,7 @@ from torch.utils._pytree import tree_flatten
 ForwardFn = Callable[..., Any]
 Inputs = torch.Tensor | Sequence[torch.Tensor]
 
+_NOISY_LOGGERS = ("torch.onnx._internal.exporter._registration", "onnxscript.optimizer._constant_folding")
 # A batch of 1 lets torch.export specialise the batch to a constant; 2 keeps it symbolic.
 EXPORT_BATCH = 2
 
@@ -195,19 +196,22 @@ def export_onnx(
 def _quiet_exporter() -> Iterator[None]:
     """Hide the exporter's notes that say nothing about the model being exported.
 
-    They are: optional torchvision ops it cannot register, the deprecation of a pytree class that
-    torch itself still uses, and that the shared batch axis of several inputs gets one name.
+    They are: optional torchvision ops it cannot register, ops the graph optimiser does not
+    constant-fold, the deprecation of a pytree class that torch itself still uses, and that the
+    shared batch axis of several inputs gets one name.
     """
-    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
             warnings.filterwarnings("ignore", message=r"# The axis name: batch will not be used", category=UserWarning)
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def require(name: str) -> Any:
