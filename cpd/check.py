@@ -68,7 +68,14 @@ def random_plan(graph: DependencyGraph, ratio: float, seed: int = 0) -> dict[int
     plan = {}
     for g in graph.prunable():
         k = min(g.num_units - 1, max(1, int(ratio * g.num_units)))
-        plan[g.id] = sorted(rng.choice(g.num_units, size=k, replace=False).tolist())
+        chosen: list[int] = []
+        for u in rng.permutation(g.num_units).tolist():
+            if len(chosen) == k:
+                break
+            if g.emptied_member(chosen + [u]) is None:
+                chosen.append(u)
+        if chosen:
+            plan[g.id] = sorted(chosen)
     return plan
 
 

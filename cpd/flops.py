@@ -54,6 +54,61 @@ class MacCounter(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+class ParamMacCounter(MacCounter):
+    """A :class:`MacCounter` that also attributes each product's MACs to the parameter it multiplies.
+
+    A parameter is recognised by its storage, so views of it (``weight.t()``, ``in_proj_weight.chunk(3)``)
+    count as the parameter; a product of two activations (attention scores) is attributed to none.
+    """
+
+    def __init__(self, storages: dict[int, str]) -> None:
+        super().__init__()
+        self.storages = storages
+        self.by_param: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in self.HEAVY:
+            before = self.macs
+            operands = (args[1],) if name == "convolution" else args[:3] if name.startswith("_scaled") else (
+                args[1:3] if name in ("addmm", "baddbmm") else args[:2])
+            out = super().__torch_dispatch__(func, types, args, kwargs)
+            for t in operands:
+                owner = self.storages.get(t.untyped_storage().data_ptr()) if isinstance(t, torch.Tensor) else None
+                if owner is not None:
+                    self.by_param[owner] = self.by_param.get(owner, 0) + self.macs - before
+                    break
+            return out
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+
+def count_param_macs(model: nn.Module, inputs: Sequence[Any],
+                     forward_fn: Callable[..., Any] | None = None) -> tuple[dict[str, int], int]:
+    """MACs of one eval forward, split by the parameter each product multiplies.
+
+    Args:
+        model: the model.
+        inputs: inputs of one forward call.
+        forward_fn: ``forward_fn(model, *inputs)`` (default ``model(*inputs)``).
+
+    Returns:
+        ``(macs per parameter name, total MACs)``; the total also holds the products that multiply no
+        parameter (attention scores), which the per-parameter counts leave out.
+    """
+    storages: dict[int, str] = {}
+    for name, p in model.named_parameters():
+        storages.setdefault(p.untyped_storage().data_ptr(), name)
+    counter = ParamMacCounter(storages)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), counter:
+            forward_fn(model, *inputs) if forward_fn else model(*inputs)
+    finally:
+        model.train(was)
+    return counter.by_param, counter.macs
+
+
 def count_params(model: nn.Module) -> int:
     """Number of parameters (shared ones once)."""
     return sum(p.numel() for p in model.parameters())

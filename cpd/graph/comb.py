@@ -37,7 +37,8 @@ def run_forward(model: nn.Module, inputs: Sequence[Any], forward_fn: ForwardFn |
     was = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # same random draws as the traced and masked runs
             if shape_only:
                 with ShapeOnly():
                     out = forward_fn(model, *inputs) if forward_fn else model(*inputs)

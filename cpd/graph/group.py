@@ -54,6 +54,14 @@ class Group:
         ref = next((m for m in self.members if m.kind != "attr"), self.members[0])
         return np.bincount(ref.unit, minlength=self.num_units)
 
+    def emptied_member(self, units: np.ndarray | list[int]) -> Member | None:
+        """The first member that would lose every index if ``units`` were removed, else None."""
+        gone = np.asarray(units, dtype=np.int64)
+        for m in self.members:
+            if len(m.unit) and np.isin(m.unit, gone).all():
+                return m
+        return None
+
     def param_members(self) -> list[Member]:
         """Members that are tensors (parameters and buffers)."""
         return [m for m in self.members if m.kind != "attr"]

@@ -152,7 +152,8 @@ def masked_forward(model: nn.Module, graph: DependencyGraph, plan: Mapping[int, 
     ref = copy.deepcopy(model)
     zero_members_(ref, graph, plan)
     tracer = MaskedTracer(LabelSpace(), dead_labels(graph, plan))
-    _, out = run_traced(ref, tracer, tuple(inputs), forward_fn)
+    _, outs = run_traced(ref, tracer, tuple(inputs), forward_fn)
+    out = outs[-1]
     return [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
 
 

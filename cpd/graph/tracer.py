@@ -217,22 +217,41 @@ def label_members(model: nn.Module, tracer: LabelTracer) -> dict[int, tuple[str,
 
 
 def run_traced(model: nn.Module, tracer: LabelTracer, inputs: tuple[Any, ...],
-               forward_fn: Callable[..., Any] | None = None) -> tuple[dict[int, tuple[str, str]], Any]:
-    """Label the members of ``model`` and run one eval forward under ``tracer``.
+               forward_fn: Callable[..., Any] | None = None,
+               modes: tuple[bool, ...] = (True, False)) -> tuple[dict[int, tuple[str, str]], list[Any]]:
+    """Label the members of ``model`` and run one forward per mode (train, then eval) under ``tracer``.
 
-    Every run that must see the same labels (the trace, the masked reference) goes through here, so label
-    numbering is identical between them.
+    The train pass reaches what only training uses (auxiliary branches, extra outputs); the eval pass is
+    what is deployed.  Both feed the same label space.  Buffers (BN running statistics) are restored after
+    the train pass, so the model is left exactly as it was.  Every run that must see the same labels (the
+    trace, the masked reference) goes through here, so label numbering is identical between them.
 
     Returns:
-        The labelled members and the model's outputs.
+        The labelled members and the outputs of each pass (None for a train pass that failed).
     """
     members = label_members(model, tracer)
     hooks = _module_hooks(model, tracer)
     was_training = model.training
-    model.eval()
+    saved = {n: b.detach().clone() for n, b in model.named_buffers()}
+    outputs: list[Any] = []
     try:
-        with torch.no_grad(), CallStack(tracer), tracer:
-            outputs = forward_fn(model, *inputs) if forward_fn else model(*inputs)
+        for train in modes:
+            model.train(train)
+            tracer.stack.clear()
+            try:
+                with torch.no_grad(), torch.random.fork_rng(devices=[]), CallStack(tracer), tracer:
+                    torch.manual_seed(0)  # models that draw random numbers in forward draw the same ones
+                    outputs.append(forward_fn(model, *inputs) if forward_fn else model(*inputs))
+            except Exception:
+                if not train or len(modes) == 1:
+                    raise
+                outputs.append(None)  # a model that cannot run a train-mode forward on these inputs
+            finally:
+                if train:
+                    with torch.no_grad():
+                        for n, b in model.named_buffers():
+                            if n in saved:
+                                b.copy_(saved[n])
     finally:
         for h in hooks:
             h.remove()
@@ -257,7 +276,7 @@ def trace(model: nn.Module, example_inputs: tuple[Any, ...],
     space = LabelSpace()
     tracer = LabelTracer(space, shape_only=shape_only)
     members, outputs = run_traced(model, tracer, example_inputs, forward_fn)
-    for o in tree_flatten(outputs)[0]:
+    for o in tree_flatten([o for o in outputs if o is not None])[0]:
         if isinstance(o, torch.Tensor):
             for f in tracer.fields.get(id(o), (None, []))[1]:
                 space.block(f, "reaches a model output")

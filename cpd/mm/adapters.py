@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from mmseg.models.backbones.beit import BEiTAttention
+from mmseg.models.backbones.mae import MAEAttention
 from mmseg.models.backbones.swin import WindowMSA
 from mmseg.models.backbones.twins import LocallyGroupedSelfAttention
 
@@ -65,6 +67,45 @@ class PrunableLocallyGroupedSelfAttention(LocallyGroupedSelfAttention):
             x = x[:, :h, :w, :].contiguous()
         x = x.reshape(b, n, -1)
         return self.proj_drop(self.proj(x))
+
+
+def _beit_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """BEiT/MAE attention with the output reshaped by ``-1`` instead of the input width."""
+    B, N, _ = x.shape
+    if self.bias == "qv_bias":
+        qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias, requires_grad=False), self.v_bias))
+        qkv = F.linear(input=x, weight=self.qkv.weight, bias=qkv_bias)
+    else:
+        qkv = self.qkv(x)
+    qkv = qkv.reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = (q * self.scale) @ k.transpose(-2, -1)
+    if self.relative_position_bias_table is not None:
+        wh, ww = self.window_size
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(
+            wh * ww + 1, wh * ww + 1, -1)
+        attn = attn + bias.permute(2, 0, 1).contiguous().unsqueeze(0)
+    attn = self.attn_drop(attn.softmax(dim=-1))
+    x = (attn @ v).transpose(1, 2).reshape(B, N, -1)
+    return self.proj_drop(self.proj(x))
+
+
+PrunableBEiTAttention = type("PrunableBEiTAttention", (BEiTAttention,), {"forward": _beit_forward,
+                                                                         "__module__": __name__})
+PrunableMAEAttention = type("PrunableMAEAttention", (MAEAttention,), {"forward": _beit_forward,
+                                                                      "__module__": __name__})
+
+
+@register_adapter(BEiTAttention)
+def _adapt_beit(m: BEiTAttention) -> bool:
+    m.__class__ = PrunableBEiTAttention
+    return True
+
+
+@register_adapter(MAEAttention)
+def _adapt_mae(m: MAEAttention) -> bool:
+    m.__class__ = PrunableMAEAttention
+    return True
 
 
 @register_adapter(WindowMSA)

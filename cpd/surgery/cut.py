@@ -35,6 +35,10 @@ def validate_plan(graph: DependencyGraph, plan: Plan) -> dict[int, np.ndarray]:
                              f"{g.id}; valid units are 0..{g.num_units - 1}")
         if u.size >= g.num_units:
             raise ValueError(f"plan removes all {g.num_units} units of group {g.id}; at least one must stay")
+        emptied = g.emptied_member(u)
+        if emptied is not None:
+            raise ValueError(f"plan removes every index of '{emptied.name}' (dim {emptied.dim}) through group {g.id}; "
+                             "at least one must stay in every member")
         out[g.id] = u
     return out
 

@@ -63,6 +63,19 @@ def note_heads(ctx, coarse: torch.Tensor, batch_dims: list[int]) -> None:
             return
 
 
+def _block_unpaired(ctx, reps_a: list[torch.Tensor], reps_b: list[torch.Tensor], where: str) -> None:
+    """Block labels on the summed axis that meet an unlabelled element of the other operand."""
+    if not reps_a or not reps_b:
+        return
+    cover_a = torch.stack(torch.broadcast_tensors(*[r != 0 for r in reps_a])).any(0)
+    cover_b = torch.stack(torch.broadcast_tensors(*[r != 0 for r in reps_b])).any(0)
+    for reps, cover in ((reps_a, cover_b), (reps_b, cover_a)):
+        for r in reps:
+            rr, cc = torch.broadcast_tensors(r, cover)
+            if not bool(cc.all()):
+                ctx.space.block(rr[~cc], f"summed against unlabelled elements in {where}")
+
+
 def contract(ctx, a_fields, a_shape, b_fields, b_shape, out_shape) -> list[torch.Tensor]:
     """Fields of ``a @ b`` for operands of shape ``(*batch, n, k)`` and ``(*batch, k, m)``."""
     n = len(out_shape)
@@ -105,6 +118,7 @@ def contract(ctx, a_fields, a_shape, b_fields, b_shape, out_shape) -> list[torch
     for ra in reps_a:
         for rb in reps_b:
             ctx.space.union(*torch.broadcast_tensors(ra, rb))
+    _block_unpaired(ctx, reps_a, reps_b, where)
     # pair batch indices: everything a batch index holds on one side goes with what it holds on the other
     side_coarse = []
     for fields, shape in ((a_fields, a_shape), (b_fields, b_shape)):
@@ -179,15 +193,22 @@ def conv_rule(ctx, func, args, kwargs, outs):
         cin_g = w.shape[1]
         cout = w.shape[0]
         cout_g = cout // groups
+        cover = torch.stack([xv != 0 for xv in x_ch]).any(0) if x_ch else None
         if groups > 1 and cin_g == 1:
             # depthwise: input channel c feeds outputs c*m .. c*m+m-1
             for xv in x_ch:
                 for wv in w_out:
                     ctx.space.union(xv.repeat_interleave(cout_g), wv)
+            if cover is not None and not bool(cover.all()):
+                for wv in w_out:
+                    ctx.space.block(wv[~cover.repeat_interleave(cout_g)], f"unlabelled input channels of {where}")
         else:
             for xv in x_ch:
                 for wv in w_in:
                     ctx.space.union(xv, wv.repeat(cin // cin_g))
+            if cover is not None and not bool(cover.all()):
+                for wv in w_in:
+                    ctx.space.block(wv.repeat(cin // cin_g)[~cover], f"unlabelled input channels of {where}")
             if groups > 1:
                 # keep every group the same size: channel j of each group goes together
                 for wv in w_out:

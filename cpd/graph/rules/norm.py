@@ -160,6 +160,23 @@ def spatial_rule(ctx, func, args, kwargs, outs):
     return [compress_all([f for f in res if f.dim() == o.dim()]) for o in outs]
 
 
+@register_rule("new_empty", "new_zeros", "new_ones", "new_full", "new_empty_strided", "empty_strided",
+               "scalar_tensor", "arange", "zeros", "ones", "full", "empty", "randn", "rand", "randint")
+def creation_rule(ctx, func, args, kwargs, outs):
+    """Creation from explicit sizes.  ``x.new_empty(size)`` whose size repeats ``x``'s size along a labelled
+    dimension (feature dropout masks: ``(B, C, 1, 1)``) follows ``x`` there; anything else carries no labels."""
+    x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+    size = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else None
+    if x is None or size is None or len(size) != x.dim() or not outs:
+        return [[] for _ in outs]
+    same = {d for d in range(x.dim()) if size[d] == x.shape[d]}
+    res = []
+    for f in ctx.fields(x):
+        if support(f) and support(f) <= same:
+            res.append(f)
+    return [compress_all(res)] + [[] for _ in outs[1:]]
+
+
 @register_rule("grid_sampler_2d", "grid_sampler", "_local_scalar_dense", "item", "sym_size", "is_nonzero")
 def grid_rule(ctx, func, args, kwargs, outs):
     """Grid sampling keeps input channels; other operands' labels (grid positions) are blocked."""

@@ -33,24 +33,19 @@ def union_broadcast(ctx, operands: list[tuple[list[torch.Tensor], tuple[int, ...
     """
     n = len(out_shape)
     ops = [([align(f, n) for f in fs], (1,) * (n - len(s)) + tuple(s)) for fs, s in operands]
-    # an operand that spans a dimension without a label there cannot follow pruning of that dimension
     for k, (fs, shape) in enumerate(ops):
-        own = set().union(*(support(f) for f in fs)) if fs else set()
-        for d in range(n):
-            if shape[d] > 1 and d not in own:
-                for j, (gs, _) in enumerate(ops):
-                    if j != k:
-                        for g in gs:
-                            if d in support(g):
-                                ctx.space.block(g, f"combined with an unlabelled tensor of shape {list(shape)}"
-                                                   f" along dim {d} in {ctx.where()}")
-    out: list[torch.Tensor] = []
+        for j, (gs, _) in enumerate(ops):
+            if j != k:
+                for g in gs:
+                    block_uncovered(ctx, g, fs, shape, out_shape)
+    out: list[tuple[int, torch.Tensor]] = []
     for k, (fs, _) in enumerate(ops):
         for f in fs:
             covered = False
-            for g in out:
-                common = support(f) & support(g)
-                if common:
+            for j, g in out:
+                if j == k:
+                    continue  # two fields of one tensor name different axes: never tie them
+                if support(f) & support(g):
                     dims = support(f) | support(g)
                     ef, eg = expand_dims(f, out_shape, dims), expand_dims(g, out_shape, dims)
                     ef, eg = torch.broadcast_tensors(ef, eg)
@@ -58,8 +53,34 @@ def union_broadcast(ctx, operands: list[tuple[list[torch.Tensor], tuple[int, ...
                     if support(f) <= support(g) and bool(((ef != 0) <= (eg != 0)).all()):
                         covered = True
             if not covered:
-                out.append(f)
-    return compress_all(out)
+                out.append((k, f))
+    return compress_all([f for _, f in out])
+
+
+def block_uncovered(ctx, g: torch.Tensor, fs: list[torch.Tensor], shape: tuple[int, ...], out_shape) -> None:
+    """Block the labels of ``g`` at positions where an operand of ``shape`` (fields ``fs``) has no label.
+
+    Such an element (a model input channel, a tensor created in forward) cannot follow a cut of ``g``.
+    """
+    sup = support(g)
+    if not any(shape[d] > 1 for d in sup):
+        return  # the operand broadcasts over g's axes
+    cover = None
+    for f in fs:
+        if support(f) & sup:
+            nz = f != 0
+            for d in support(f) - sup:
+                nz = nz.any(dim=d, keepdim=True)
+            nz = expand_dims(nz, out_shape, sup & support(f))
+            cover = nz if cover is None else cover | nz
+    where = ctx.where()
+    if cover is None:
+        ctx.space.block(g, f"combined with an unlabelled tensor of shape {list(shape)} in {where}")
+        return
+    gg, cc = torch.broadcast_tensors(g, cover)
+    if not bool(cc.all()):
+        ctx.space.block(gg[~cc], f"partly combined with unlabelled elements of a tensor of shape {list(shape)} "
+                                 f"in {where}")
 
 
 @register_rule(*POINTWISE)

@@ -1,0 +1,126 @@
+"""Per-unit first-order saliencies, ``theta * dL/dtheta`` summed over each unit's slice of each member.
+
+For a batch ``b``, a group member ``m`` (one axis of one parameter) and a unit ``u`` of the group::
+
+    s[b, m, u] = sum over the indices i of m's axis that belong to u, and over every other axis,
+                 of theta * dL_b/dtheta
+
+is the first-order change of the batch loss when the unit's slice of that parameter is set to zero
+(with the opposite sign).  The accumulator keeps, over the batches of one pruning interval::
+
+    first[m, u]  = sum_b s[b, m, u]            (for the first-order ``taylor`` criterion)
+    second[u]    = sum_b sum_m s[b, m, u]^2    (for the second-order ``hessian`` criterion)
+
+so every batch counts, and the memory is two small arrays per group.  Each update computes one
+``theta * grad`` product per parameter at a time: never more than one extra copy of a parameter.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from cpd.graph.group import Group
+
+
+class SaliencyAccumulator:
+    """Collects ``first`` and ``second`` (see the module docstring) for the parameter members of ``groups``.
+
+    Args:
+        model: the model whose ``named_parameters()`` the groups name.
+        groups: the groups to score (their ``"param"`` members are read; buffers and attributes have no
+            gradient).
+
+    Raises:
+        ValueError: a group names a parameter the model does not have.
+    """
+
+    def __init__(self, model: nn.Module, groups: Sequence[Group]) -> None:
+        self.model = model
+        params = dict(model.named_parameters())
+        self.batches = 0
+        self.num_units: dict[int, int] = {}
+        self.rows: dict[int, list[str]] = {}
+        #: parameter name -> [(group id, row of ``first``, axis, unit of every index)]
+        self._entries: dict[str, list[tuple[int, int, int, torch.Tensor]]] = {}
+        self.first: dict[int, torch.Tensor] = {}
+        self.second: dict[int, torch.Tensor] = {}
+        for g in groups:
+            members = [m for m in g.members if m.kind == "param"]
+            self.num_units[g.id] = g.num_units
+            self.rows[g.id] = [f"{m.name}@{m.dim}" for m in members]
+            device = torch.device("cpu")
+            for row, m in enumerate(members):
+                if m.name not in params:
+                    raise ValueError(f"group {g.id} names parameter '{m.name}', which the model does not have")
+                device = params[m.name].device
+                unit = torch.as_tensor(m.unit, dtype=torch.long, device=device)
+                self._entries.setdefault(m.name, []).append((g.id, row, m.dim, unit))
+            self.first[g.id] = torch.zeros(len(members), g.num_units, dtype=torch.float64, device=device)
+            self.second[g.id] = torch.zeros(g.num_units, dtype=torch.float64, device=device)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Add the current gradients (one batch) to the sums; call after ``backward()``, before the step.
+
+        Parameters without a gradient in this batch add nothing.
+        """
+        params = dict(self.model.named_parameters())
+        for name, entries in self._entries.items():
+            p = params.get(name)
+            if p is None or p.grad is None:
+                continue
+            prod = p.detach().float() * p.grad.detach().float()
+            for gid, row, dim, unit in entries:
+                others = [d for d in range(prod.dim()) if d != dim]
+                per_index = prod.sum(dim=others) if others else prod
+                s = torch.zeros(self.num_units[gid], dtype=torch.float64, device=per_index.device)
+                s.index_add_(0, unit.to(per_index.device), per_index.double())
+                first = self.first[gid]
+                if first.device != s.device:
+                    s = s.to(first.device)
+                first[row] += s
+                self.second[gid] += s * s
+            del prod
+        self.batches += 1
+
+    def first_order(self, gid: int) -> np.ndarray:
+        """``first[m, u]`` of group ``gid``: one row per parameter member (sum over the interval's batches)."""
+        return self.first[gid].cpu().numpy()
+
+    def second_order(self, gid: int) -> np.ndarray:
+        """``second[u]`` of group ``gid``: the squared saliencies summed over members and batches."""
+        return self.second[gid].cpu().numpy()
+
+    def reset(self) -> None:
+        """Forget every batch (a new interval starts)."""
+        for t in list(self.first.values()) + list(self.second.values()):
+            t.zero_()
+        self.batches = 0
+
+    def state_dict(self) -> dict:
+        """The sums and the batch count, as plain CPU tensors and ints."""
+        return {"batches": self.batches,
+                "first": {str(g): t.cpu().clone() for g, t in self.first.items()},
+                "second": {str(g): t.cpu().clone() for g, t in self.second.items()}}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore what :meth:`state_dict` returned.
+
+        Raises:
+            ValueError: the state was saved for other groups or shapes.
+        """
+        for key in ("first", "second"):
+            saved, mine = state[key], getattr(self, key)
+            if sorted(int(g) for g in saved) != sorted(mine):
+                raise ValueError(f"saliency state covers groups {sorted(int(g) for g in saved)}, this pruner "
+                                 f"scores groups {sorted(mine)}")
+            for g, t in mine.items():
+                src = torch.as_tensor(saved[str(g)])
+                if tuple(src.shape) != tuple(t.shape):
+                    raise ValueError(f"saliency state of group {g} has shape {tuple(src.shape)}, expected "
+                                     f"{tuple(t.shape)}")
+                t.copy_(src)
+        self.batches = int(state["batches"])

@@ -1,0 +1,140 @@
+"""Pruned models on disk: structure as data (the plan) plus plain tensors, never pickled modules.
+
+A checkpoint written by :func:`save_pruned` is a ``torch.save`` dict::
+
+    {"format": "cpd-pruned", "version": 1,
+     "plan": "<the plan JSON as a string>",
+     "state_dict": {name: tensor, ...}}      # the pruned model's state dict, CPU tensors
+
+:func:`load_pruned` rebuilds the pruned model from the unpruned base module (built from its config), the
+plan and the weights, reading files with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cpd.graph.group import DependencyGraph
+from cpd.prune.plan import apply_plan_, check_plan, plan_removed, read_plan
+
+FORMAT = "cpd-pruned"
+VERSION = 1
+
+
+def save_pruned(model: nn.Module, plan: Mapping | str | os.PathLike, path: str | os.PathLike) -> None:
+    """Write the pruned ``model``'s weights and its ``plan`` to ``path`` atomically (temporary file + rename).
+
+    Args:
+        model: the pruned model (physically cut).
+        plan: its plan (dict, JSON text or path).
+        path: the checkpoint file.
+
+    Raises:
+        ValueError: ``plan`` is not a cpd plan.
+    """
+    plan = read_plan(plan)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    ckpt = {"format": FORMAT, "version": VERSION, "plan": json.dumps(plan, separators=(",", ":")),
+            "state_dict": state}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The plan and the state dict of a :func:`save_pruned` checkpoint (loaded with ``weights_only=True``).
+
+    Raises:
+        ValueError: the file is not a cpd pruned checkpoint of a supported version.
+    """
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not a cpd pruned checkpoint (format {found!r}, expected {FORMAT!r})")
+    if ckpt.get("version") != VERSION:
+        raise ValueError(f"{path}: checkpoint version {ckpt.get('version')!r} is not supported (reads {VERSION})")
+    return read_plan(ckpt["plan"]), ckpt["state_dict"]
+
+
+def pruned_shapes(model: nn.Module, graph: DependencyGraph, removed: Mapping[int, list[int]]) -> dict[str, tuple]:
+    """The state-dict shapes the unpruned ``model`` will have once ``removed`` is cut (it is not changed)."""
+    state = model.state_dict(keep_vars=True)
+    aliases: dict[int, list[str]] = {}
+    for key, t in state.items():
+        if isinstance(t, torch.Tensor):
+            aliases.setdefault(id(t), []).append(key)
+    tensors = dict(model.named_buffers())
+    tensors.update(dict(model.named_parameters()))
+    shapes = {k: list(t.shape) for k, t in state.items() if isinstance(t, torch.Tensor)}
+    for gid, units in removed.items():
+        for m in graph.group(gid).members:
+            if m.kind == "attr" or m.name not in tensors:
+                continue
+            gone = len(m.indices(units))
+            for key in aliases.get(id(tensors[m.name]), [m.name]):
+                shapes[key][m.dim] -= gone
+    return {k: tuple(v) for k, v in shapes.items()}
+
+
+def _load_weights(weights: Mapping[str, torch.Tensor] | str | os.PathLike) -> Mapping[str, torch.Tensor]:
+    if isinstance(weights, Mapping):
+        return weights
+    loaded = torch.load(weights, map_location="cpu", weights_only=True)
+    if isinstance(loaded, dict) and loaded.get("format") == FORMAT:
+        return loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{weights} holds a {type(loaded).__name__}, expected a state dict")
+    return loaded
+
+
+def load_pruned(base_model: nn.Module, plan: Mapping | str | os.PathLike,
+                weights: Mapping[str, torch.Tensor] | str | os.PathLike | None = None) -> nn.Module:
+    """Rebuild a pruned model: cut the plan's units from the unpruned ``base_model`` and load the weights.
+
+    Every check (plan format, architecture fingerprint, removed units, weight names and shapes) runs
+    before the model is changed.
+
+    Args:
+        base_model: the unpruned model built from the same config (changed in place and returned).
+        plan: the plan (dict, JSON text or path to a plan JSON), or, with ``weights=None``, the path of a
+            :func:`save_pruned` checkpoint holding both.
+        weights: the pruned state dict, or a path to one (a plain state dict or a :func:`save_pruned`
+            checkpoint); read with ``torch.load(weights_only=True)``.
+
+    Returns:
+        ``base_model``, pruned, with the weights loaded.
+
+    Raises:
+        ValueError: the plan or the weights do not fit ``base_model``.
+    """
+    if weights is None:
+        plan, weights = read_checkpoint(plan)
+    plan = read_plan(plan)
+    state = _load_weights(weights)
+    graph = check_plan(base_model, plan)
+    expected = pruned_shapes(base_model, graph, plan_removed(plan))
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{k}: {tuple(state[k].shape)} (expected {expected[k]})" for k in expected
+             if k in state and tuple(state[k].shape) != expected[k]]
+    if missing or unexpected or wrong:
+        raise ValueError(f"the weights do not fit this plan on this model: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}, wrong shapes {wrong[:5]}")
+    apply_plan_(base_model, plan)
+    base_model.load_state_dict(dict(state), strict=True)
+    return base_model
+
+
