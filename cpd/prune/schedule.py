@@ -41,10 +41,36 @@ class Block:
     cost: float
 
 
-def floor_of(group: Group, channels: np.ndarray, min_keep: float) -> int:
-    """Channels (heads, for head groups) that group ``group`` always keeps: ``ceil(min_keep * width)``, >= 1."""
-    width = group.num_units if group.kind == "head" else int(channels.sum())
-    return max(1, math.ceil(min_keep * width - 1e-9))
+@dataclass
+class Limits:
+    """What a group must keep, fixed for the whole run.
+
+    Attributes:
+        heads: a head group (one head per block).
+        channels: channels per unit.
+        round_to: the group's effective ``round_to``.
+        floor: channels (heads, for head groups) that always stay.
+        counts: ``counts[m, u]``: indices unit ``u`` holds in member ``m``.
+        member_floor: indices every member always keeps (at least one: no layer is emptied).
+    """
+
+    heads: bool
+    channels: np.ndarray
+    round_to: int
+    floor: int
+    counts: np.ndarray
+    member_floor: np.ndarray
+
+
+def limits_of(group: Group, channels: np.ndarray, round_to: int, min_keep: float) -> Limits:
+    """The floors and effective ``round_to`` of ``group`` (see the module docstring)."""
+    heads = group.kind == "head"
+    width = group.num_units if heads else int(channels.sum())
+    floor = max(1, math.ceil(min_keep * width - 1e-9))
+    counts = np.stack([np.bincount(m.unit, minlength=group.num_units) for m in group.members])
+    sizes = counts.sum(axis=1)
+    member_floor = np.maximum(1, np.ceil(min_keep * sizes - 1e-9)).astype(np.int64)
+    return Limits(heads, channels, effective_round_to(width, floor, round_to), floor, counts, member_floor)
 
 
 def effective_round_to(width: int, floor: int, round_to: int) -> int:
@@ -58,53 +84,55 @@ def effective_round_to(width: int, floor: int, round_to: int) -> int:
     return 1
 
 
-def group_blocks(group: Group, dead: np.ndarray, scores: np.ndarray, weights: np.ndarray, costs: np.ndarray,
-                 channels: np.ndarray, round_to: int, floor: int) -> list[Block]:
-    """The blocks of ``group`` in the order they may be removed, stopping at the floor.
+def group_blocks(gid: int, dead: np.ndarray, scores: np.ndarray, weights: np.ndarray, costs: np.ndarray,
+                 limits: Limits) -> list[Block]:
+    """The blocks of group ``gid`` in the order they may be removed, stopping at the floors.
+
+    A unit whose removal would take a member below its floor is skipped (kept) and the next one tried.
 
     Args:
-        group: the group.
+        gid: the group id.
         dead: boolean per unit, True where already removed.
         scores: criterion score per unit.
         weights: divisor of the score per unit (cost in the metric, or ones).
         costs: estimated saving per unit, in the metric.
-        channels: channels per unit.
-        round_to: the group's effective ``round_to`` (ignored for head groups).
-        floor: channels (heads for head groups) that must stay.
+        limits: the group's floors and ``round_to``.
 
     Returns:
         The blocks, cheapest first within the group.
     """
     live = np.nonzero(~dead)[0]
-    if live.size <= 1:
-        return []
     with np.errstate(divide="ignore", invalid="ignore"):
         key = np.where(weights[live] > 0, scores[live] / np.where(weights[live] > 0, weights[live], 1), np.inf)
-    order = live[np.argsort(key, kind="stable")]
-    heads = group.kind == "head"
-    width = len(live) if heads else int(channels[live].sum())
-    units_left = len(live)
+    order = [int(u) for u in live[np.argsort(key, kind="stable")]]
+    member_live = limits.counts[:, live].sum(axis=1)
+    width = len(live) if limits.heads else int(limits.channels[live].sum())
     blocks: list[Block] = []
-    i = 0
-    while i < len(order):
-        if heads:
-            take = [int(order[i])]
-            removed = 1
-        else:
-            target = (width - 1) // round_to * round_to
-            take, removed = [], 0
-            while i + len(take) < len(order) and width - removed > target:
-                u = int(order[i + len(take)])
-                take.append(u)
-                removed += int(channels[u])
-        if width - removed < floor or units_left - len(take) < 1:
+    while order:
+        target = width - 1 if limits.heads else (width - 1) // limits.round_to * limits.round_to
+        if target < limits.floor:
+            break
+        take: list[int] = []
+        pinned: set[int] = set()
+        kept, removed = member_live, 0
+        for u in order:
+            if width - removed <= target:
+                break
+            after = kept - limits.counts[:, u]
+            if (after < limits.member_floor).any():
+                pinned.add(u)  # removing it would take a member below its floor: it stays
+                continue
+            take.append(u)
+            kept = after
+            removed += 1 if limits.heads else int(limits.channels[u])
+        if not take or not limits.floor <= width - removed <= target:
             break
         w = float(weights[take].sum())
         score = float(scores[take].sum()) / w if w > 0 else math.inf
-        blocks.append(Block(group.id, take, score, float(costs[take].sum())))
-        i += len(take)
-        width -= removed
-        units_left -= len(take)
+        blocks.append(Block(gid, take, score, float(costs[take].sum())))
+        gone = pinned | set(take)
+        order = [u for u in order if u not in gone]
+        member_live, width = kept, width - removed
     return blocks
 
 
