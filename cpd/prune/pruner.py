@@ -1,0 +1,309 @@
+"""``Pruner``: prune a model while it trains.  Masks during training, physical removal at the end.
+
+Lifecycle (as torchao's sparsifier: prepare, step, squash)::
+
+    pruner = Pruner(model, example_inputs, PruneConfig(thresholds=(0.3, 0.5)))
+    for batch in loader:
+        loss = criterion(model(batch.x), batch.y)
+        loss.backward()
+        pruner.accumulate()          # add this batch's saliency (every batch of the interval counts)
+        optimizer.step(); optimizer.zero_grad()
+        event = pruner.step()        # re-zero dead slices; every `interval` steps, prune
+        if event and event.thresholds:
+            save_pruned(*pruner.export(), f"pruned_{event.thresholds[-1]}.pt")
+        if pruner.done:
+            break
+    plan = pruner.materialize_()     # the model is now physically pruned; build a new optimizer
+
+``pruner.attach(optimizer)`` does ``accumulate`` before and ``step`` after every ``optimizer.step()``.
+Pruning steps: see :mod:`cpd.prune.schedule` for which units go and :class:`PruneConfig` for how much.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cpd.flops import count_macs, count_param_macs
+from cpd.graph.comb import comb, run_forward
+from cpd.graph.group import DependencyGraph, fingerprint
+from cpd.importance import CostModel, ImportanceContext, SaliencyAccumulator, build_importance
+from cpd.prune.config import PruneConfig
+from cpd.prune.guard import culprits, cut_breaks
+from cpd.prune.live_norm import attach_live_norms, strip_live_norms_
+from cpd.prune.masks import MaskSet
+from cpd.prune.plan import make_plan
+from cpd.prune.schedule import group_blocks, limits_of, select
+from cpd.prune.state import PruneEvent, load_pruner_state, pruner_state
+from cpd.surgery import cut_, prepare_
+
+#: refinement rounds per pruning step (costs are re-estimated after each; usually one or two suffice).
+MAX_ROUNDS = 8
+EPS = 1e-9
+
+
+class Pruner:
+    """Masked pruning of ``model`` towards ``config.target`` sparsity.
+
+    Args:
+        model: the model; prepared in place (``cpd.prepare_``), masks and hooks are added to it.
+        inputs: example inputs of one forward call (for comb, and for MACs with ``metric="flops"``).
+        config: the pruning options (default ``PruneConfig()``).
+        forward_fn: ``forward_fn(model, *inputs)`` returning every output (default ``model(*inputs)``).
+        graph: the model's dependency graph (default: comb the model now).
+        macs_inputs: inputs at which MACs are counted (default ``inputs``).
+
+    Raises:
+        ValueError: a bad config, or a graph made for another architecture.
+    """
+
+    def __init__(self, model: nn.Module, inputs: Sequence[Any] | torch.Tensor, config: PruneConfig | None = None,
+                 *, forward_fn: Callable[..., Any] | None = None, graph: DependencyGraph | None = None,
+                 macs_inputs: Sequence[Any] | None = None) -> None:
+        config = PruneConfig() if config is None else config
+        if not isinstance(config, PruneConfig):
+            raise ValueError(f"config must be a PruneConfig, got {type(config).__name__}")
+        config.validate()
+        inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+        if graph is None:
+            graph = comb(model, inputs, forward_fn)
+        elif graph.fingerprint != fingerprint(model):
+            raise ValueError(f"graph was made for fingerprint {graph.fingerprint}, the model has {fingerprint(model)}")
+        prepare_(model)
+        self.model, self.graph, self.config, self.forward_fn = model, graph, config, forward_fn
+        self.inputs = inputs
+        self.macs_inputs = tuple(macs_inputs) if macs_inputs is not None else inputs
+        self._shapes = [tuple(o.shape) for o in run_forward(model, inputs, forward_fn, shape_only=True)]
+        self.groups = graph.prunable()
+        self.masks = MaskSet(model, self.groups)
+        self.saliency = SaliencyAccumulator(model, self.groups)
+        self.rng = np.random.default_rng(config.seed)
+        self.importance = build_importance(config.criterion, ImportanceContext(model, self.saliency, self.rng))
+        param_macs, total_macs = ({}, 0)
+        if config.metric == "flops":
+            param_macs, total_macs = count_param_macs(model, self.macs_inputs, forward_fn)
+        self.costs = CostModel(model, self.groups, param_macs, total_macs)
+        self.limits = {g.id: limits_of(g, self.costs.channels[g.id], config.round_to, config.min_keep)
+                       for g in self.groups}
+        self.original = float(total_macs) if config.metric == "flops" else self.costs.total({}, config.metric)
+        self.iteration = 0
+        self.sparsity = 0.0
+        self.reached: list[float] = []
+        self.exhausted = False
+        #: group id -> why it may lose no more units (its cut broke the model at some step).
+        self.frozen: dict[int, str] = {}
+        self.history: list[PruneEvent] = []
+        self.materialized = False
+        self.masks.attach()
+        self._norm_hooks = attach_live_norms(model, self.masks)
+
+    # -- the training loop --------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """The target is reached, or no group can lose another unit."""
+        return self.exhausted or self.sparsity >= self.config.target - EPS
+
+    def accumulate(self) -> None:
+        """Add the current gradients (one batch) to the importance; call after every ``backward()``."""
+        self._alive()
+        if self.importance.needs_gradients:
+            self.saliency.update()
+        else:
+            self.saliency.batches += 1
+
+    def apply_masks_(self) -> None:
+        """Zero every parameter and buffer slice of a removed unit (call after ``optimizer.step()``)."""
+        self._alive()
+        self.masks.apply_()
+
+    def step(self) -> PruneEvent | None:
+        """End one training iteration: re-zero dead slices, and prune every ``interval`` iterations.
+
+        Returns:
+            The pruning step's event, or None when this iteration did not prune.
+        """
+        self.apply_masks_()
+        self.iteration += 1
+        if self.iteration % self.config.interval or self.done:
+            return None
+        return self.prune_step()
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> list[Any]:
+        """Run ``accumulate()`` before and ``step()`` after every ``optimizer.step()``.
+
+        Returns:
+            The two hook handles (``.remove()`` them to stop).
+        """
+        return [optimizer.register_step_pre_hook(lambda *_: self.accumulate()),
+                optimizer.register_step_post_hook(lambda *_: self.step())]
+
+    # -- one pruning step ---------------------------------------------------------------------------
+    def scores(self) -> dict[int, np.ndarray]:
+        """The criterion's score of every unit of every prunable group (lower goes first).
+
+        Raises:
+            ValueError: the criterion returned the wrong number of scores.
+        """
+        out = {}
+        for g in self.groups:
+            s = np.asarray(self.importance(g), dtype=np.float64).reshape(-1)
+            if s.shape != (g.num_units,):
+                raise ValueError(f"criterion {self.config.criterion!r} returned {s.size} scores for group {g.id}, "
+                                 f"which has {g.num_units} units")
+            out[g.id] = s
+        return out
+
+    def prune_step(self) -> PruneEvent:
+        """Remove the globally lowest-scoring units: ``step_size`` of the metric, or up to the next threshold.
+
+        Raises:
+            RuntimeError: a gradient criterion saw no batch since the last step (``accumulate()`` missing).
+        """
+        self._alive()
+        cfg = self.config
+        if self.importance.needs_gradients and self.saliency.batches == 0:
+            raise RuntimeError(f"criterion {cfg.criterion!r} needs pruner.accumulate() after every backward(); "
+                               "no batch was accumulated since the last pruning step")
+        before, batches = self.sparsity, self.saliency.batches
+        upcoming = [t for t in cfg.thresholds if t > before + EPS]
+        goal = min(before + cfg.step_size, upcoming[0]) if upcoming else before
+        scores = self.scores()
+        start = self.masks.removed()
+        for _ in range(3):
+            self._fill(goal, scores)
+            step = self._step_removals(start)
+            bad = culprits(start, step, self._breaks) if step and self._breaks(self.masks.removed()) else {}
+            if not bad:
+                break
+            for gid, why in bad.items():
+                warnings.warn(f"group {gid} is frozen: {why}", stacklevel=2)
+                self.frozen[gid] = why
+            self.masks.set_({g: np.isin(np.arange(self.masks.dead[g].size), start.get(g, [])) for g in bad})
+        self.saliency.reset()
+        self.sparsity = self.measure()
+        crossed = tuple(t for t in cfg.thresholds if before + EPS < t <= self.sparsity + EPS)
+        self.reached.extend(crossed)
+        event = PruneEvent(self.iteration, self._step_removals(start), self.sparsity, crossed, self.done, batches)
+        self.history.append(event)
+        return event
+
+    def _fill(self, goal: float, scores: Mapping[int, np.ndarray]) -> None:
+        """Kill the lowest-scoring blocks until the estimated sparsity reaches ``goal`` (costs re-estimated)."""
+        metric = self.config.metric
+        for _ in range(MAX_ROUNDS):
+            dead = self.masks.dead
+            need = (goal - (1.0 - self.costs.total(dead, metric) / self.original)) * self.original
+            if need <= EPS * self.original:
+                return
+            blocks = {}
+            for g in self.groups:
+                if g.id in self.frozen:
+                    continue
+                costs = self.costs.unit_costs(g, dead, metric)
+                weights = costs if self.importance.cost_normalized else np.ones(g.num_units)
+                blocks[g.id] = group_blocks(g.id, dead[g.id], scores[g.id], weights, costs, self.limits[g.id])
+            picked = select(blocks, need)
+            if not picked:
+                self.exhausted = True
+                return
+            self.masks.kill_(picked)
+
+    def _step_removals(self, start: Mapping[int, list[int]]) -> dict[int, list[int]]:
+        now = self.masks.removed()
+        out = {g: sorted(set(u) - set(start.get(g, []))) for g, u in now.items()}
+        return {g: u for g, u in out.items() if u}
+
+    def _breaks(self, removed: Mapping[int, Sequence[int]]) -> str:
+        return cut_breaks(self.model, self.graph, removed, self.inputs, self.forward_fn, self._shapes,
+                          lambda twin: strip_live_norms_(twin, self._norm_hooks))
+
+    def measure(self) -> float:
+        """The sparsity of the masked model in the metric (MACs by counting the cut model, exactly)."""
+        if self.config.metric != "flops":
+            return 1.0 - self.costs.total(self.masks.dead, self.config.metric) / self.original
+        if not self.masks.removed():
+            return 0.0
+        pruned = self._cut_copy()
+        return 1.0 - count_macs(pruned, self.macs_inputs, self.forward_fn) / self.original
+
+    # -- results --------------------------------------------------------------------------------------
+    def plan(self) -> dict:
+        """The plan of what is removed so far (self-contained: it embeds the dependency graph)."""
+        cfg = self.config
+        summary = {"metric": cfg.metric, "sparsity": self.sparsity, "criterion": cfg.criterion,
+                   "iteration": self.iteration, "original": self.original, "config": cfg.to_dict()}
+        return make_plan(self.graph, self.masks.removed(), summary)
+
+    def _cut_copy(self) -> nn.Module:
+        pruned = copy.deepcopy(self.model)
+        strip_live_norms_(pruned, self._norm_hooks)
+        cut_(pruned, self.graph, self.masks.removed())
+        return pruned
+
+    def export(self) -> tuple[nn.Module, dict]:
+        """A physically pruned copy of the model and its plan; the masked model trains on."""
+        self._alive()
+        return self._cut_copy(), self.plan()
+
+    def materialize_(self) -> dict:
+        """Make the masks physical in place: hooks go, dead units are cut.  Build a new optimizer after.
+
+        Returns:
+            The plan.
+        """
+        self._alive()
+        plan = self.plan()
+        self.detach()
+        cut_(self.model, self.graph, self.masks.removed())
+        self.materialized = True
+        return plan
+
+    def verify(self, inputs: Sequence[Any] | None = None) -> float:
+        """Largest relative difference between the masked model's and the cut copy's eval outputs.
+
+        Args:
+            inputs: inputs of one forward call (default: the example inputs).
+
+        Returns:
+            ``max |cut - masked| / max |masked|`` over every output (0 when they agree exactly).
+        """
+        inputs = self.macs_inputs if inputs is None else tuple(inputs)
+        pruned, _ = self.export()
+        err = 0.0
+        for a, b in zip(run_forward(self.model, inputs, self.forward_fn),
+                        run_forward(pruned, inputs, self.forward_fn), strict=True):
+            if a.shape != b.shape:
+                return float("inf")
+            if a.is_floating_point() and a.numel():
+                err = max(err, float((a - b).abs().max()) / max(float(a.abs().max()), 1e-12))
+        return err
+
+    def detach(self) -> None:
+        """Remove the gradient and normalisation hooks (the masks stop being enforced)."""
+        self.masks.detach()
+        for h in self._norm_hooks:
+            h.remove()
+        self._norm_hooks = []
+
+    def _alive(self) -> None:
+        if self.materialized:
+            raise RuntimeError("this pruner's model was materialized; the pruner can no longer change it")
+
+    # -- state ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Masks, accumulated saliency, iteration, sparsity, thresholds reached and the generator state."""
+        return pruner_state(self)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (before or after loading the model's weights: masks are re-applied).
+
+        Raises:
+            ValueError: the state belongs to another architecture, criterion or set of groups.
+        """
+        self._alive()
+        load_pruner_state(self, state)
