@@ -1,0 +1,207 @@
+"""Train and evaluate mmseg configs with mmengine's Runner: the logic behind ``tools/train.py`` and ``tools/test.py``.
+
+Knobs: a config may declare ``knobs = dict(name=['dotted.path', ...])`` next to top-level
+variables of the same names. mmengine resolves such variables when it reads the file, so
+``--cfg-options max_iters=500`` alone would change nothing else; here it also sets every listed
+path (a path given explicitly in the options wins). ``configs/embedded/vit_digits.py`` declares
+``data_root``, ``max_iters``, ``warmup_iters`` and ``val_interval`` this way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from mmengine.config import Config
+
+from cpd.mm.build import load_config
+
+LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
+
+
+def expand_knobs(cfg: Config, cfg_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Add the config paths that each knob in ``cfg_options`` stands for.
+
+    Args:
+        cfg: the config, read without options.
+        cfg_options: dotted-key overrides, as given on the command line.
+
+    Returns:
+        The overrides plus, for each knob among them, every path the config lists for it.
+
+    Raises:
+        KeyError: a knob lists a path the config does not have.
+    """
+    options = dict(cfg_options or {})
+    knobs = cfg.get("knobs") or {}
+    for name, paths in knobs.items():
+        if name not in options:
+            continue
+        for path in paths:
+            _lookup(cfg, path)
+            options.setdefault(path, options[name])
+    return options
+
+
+def train_config(
+    config: str | os.PathLike[str] | Config,
+    work_dir: str | os.PathLike[str] | None = None,
+    cfg_options: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    launcher: str = "none",
+) -> Config:
+    """Read a config and apply what ``tools/train.py`` takes on the command line.
+
+    Without CUDA, distributed runs use the ``gloo`` backend and a DDP wrapper without device ids,
+    so ``tools/dist_train.sh`` also works on CPU machines (:func:`train` then also starts the
+    process group itself: mmengine's launcher code would select a CUDA device first).
+
+    Args:
+        config: a config file, a shipped mmseg config name, or a parsed config (copied).
+        work_dir: where logs and checkpoints go; else the config's ``work_dir``, else
+            ``work_dirs/<config name>``.
+        cfg_options: dotted-key overrides, knobs included (see :func:`expand_knobs`).
+        resume: resume from the latest checkpoint in ``work_dir``.
+        launcher: one of ``LAUNCHERS``.
+
+    Returns:
+        The config, ready for ``Runner.from_cfg``.
+
+    Raises:
+        ValueError: unknown ``launcher``.
+        FileNotFoundError: the config cannot be found.
+        KeyError: a knob lists a path the config does not have.
+    """
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
+    if isinstance(config, Config):
+        cfg, name = config.copy(), Path(config.filename or "config").stem
+    else:
+        cfg, name = load_config(config), Path(config).stem
+    cfg.merge_from_dict(expand_knobs(cfg, cfg_options))
+    if work_dir is not None:
+        cfg.work_dir = str(work_dir)
+    elif cfg.get("work_dir") is None:
+        cfg.work_dir = str(Path("work_dirs") / name)
+    cfg.resume = bool(resume)
+    cfg.launcher = launcher
+    if launcher != "none" and not torch.cuda.is_available():
+        cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "gloo"
+        wrapper = cfg.get("model_wrapper_cfg") or {"type": "MMDistributedDataParallel"}
+        wrapper.setdefault("device_ids", None)
+        cfg.model_wrapper_cfg = wrapper
+    return cfg
+
+
+def train(
+    config: str | os.PathLike[str] | Config,
+    work_dir: str | os.PathLike[str] | None = None,
+    cfg_options: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    launcher: str = "none",
+) -> Any:
+    """Train a config with mmengine's Runner.
+
+    Args:
+        config, work_dir, cfg_options, resume, launcher: see :func:`train_config`.
+
+    Returns:
+        The Runner after training (``runner.model`` is the trained model; the checkpoints and
+        logs are in ``runner.work_dir``).
+    """
+    from mmengine.runner import Runner
+
+    cfg = train_config(config, work_dir, cfg_options, resume, launcher)
+    _init_cpu_process_group(cfg)
+    runner = Runner.from_cfg(cfg)
+    with full_checkpoint_loading():
+        runner.train()
+    return runner
+
+
+def evaluate(
+    config: str | os.PathLike[str] | Config,
+    checkpoint: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str] | None = None,
+    cfg_options: Mapping[str, Any] | None = None,
+    launcher: str = "none",
+) -> dict[str, float]:
+    """Evaluate a checkpoint on the config's test split with its test evaluator.
+
+    Args:
+        config, work_dir, cfg_options, launcher: see :func:`train_config`.
+        checkpoint: the ``.pth`` file to load.
+
+    Returns:
+        The evaluator's metrics (mmseg reports ``mIoU``, ``aAcc``, ``mAcc`` in percent).
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` does not exist.
+    """
+    from mmengine.runner import Runner
+
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {str(checkpoint)!r} does not exist")
+    cfg = train_config(config, work_dir, cfg_options, launcher=launcher)
+    cfg.load_from = str(checkpoint)
+    _init_cpu_process_group(cfg)
+    runner = Runner.from_cfg(cfg)
+    with full_checkpoint_loading():
+        metrics = runner.test()
+    return {key: _plain(value) for key, value in metrics.items()}
+
+
+@contextlib.contextmanager
+def full_checkpoint_loading() -> Iterator[None]:
+    """Let mmengine load its own checkpoints under torch >= 2.6.
+
+    mmengine 0.10.7 calls ``torch.load`` without ``weights_only``, which now defaults to True,
+    and its checkpoints hold a pickled message hub (with bound methods) besides the weights, so
+    resuming and ``load_from`` fail. Inside this block ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` gives
+    such calls the full unpickler again, as mmengine expects. That runs code from the file: load
+    only checkpoints you trust, such as those of your own runs.
+    """
+    key = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+    before = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
+def _init_cpu_process_group(cfg: Config) -> None:
+    """Start a gloo process group for a torchrun launch without CUDA.
+
+    mmengine's pytorch launcher calls ``torch.cuda.set_device`` before anything else, which
+    fails on a CPU build of torch; the Runner skips its own set-up when a group already exists.
+    """
+    if cfg.launcher != "pytorch" or torch.cuda.is_available():
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend=cfg.env_cfg.dist_cfg.backend)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy or torch scalar as a Python number, so metrics serialise to JSON."""
+    return value.item() if hasattr(value, "item") and getattr(value, "ndim", 1) == 0 else value
+
+
+def _lookup(cfg: Config, path: str) -> Any:
+    """The value at a dotted path (list items by index); KeyError naming the path if missing."""
+    node: Any = cfg
+    for part in path.split("."):
+        try:
+            node = node[int(part)] if isinstance(node, (list, tuple)) else node[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise KeyError(f"knob path {path!r} is not in the config (stopped at {part!r})") from None
+    return node
