@@ -12,7 +12,8 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from cpd.graph.group import DependencyGraph, build_groups, fingerprint
 from cpd.graph.labels import AxisRef
-from cpd.graph.tracer import SHAPE_ONLY, trace
+from cpd.graph import shape_only
+from cpd.graph.tracer import trace
 from cpd.surgery.adapters import prepare_
 from cpd.surgery.cut import cut_
 
@@ -23,12 +24,7 @@ class ShapeOnly(TorchDispatchMode):
     """Run heavy operators on the meta device and return zeros: enough to check that shapes still fit."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func.overloadpacket.__name__ in SHAPE_ONLY:
-            meta = tree_map(lambda a: a.to("meta") if isinstance(a, torch.Tensor) else a, (args, kwargs))
-            out = func(*meta[0], **meta[1])
-            return tree_map(lambda o: torch.zeros(o.shape, dtype=o.dtype) if isinstance(o, torch.Tensor) else o, out)
-        return func(*args, **kwargs)
+        return shape_only.call(func, args, kwargs or {}, True)
 
 
 def run_forward(model: nn.Module, inputs: Sequence[Any], forward_fn: ForwardFn | None,

@@ -20,9 +20,7 @@ from cpd.graph.fields import Field, align
 from cpd.graph.labels import AxisRef, LabelSpace
 from cpd.graph.rules import rule_for
 
-#: operators whose values no label rule reads: executed on the meta device, returned as zeros.
-SHAPE_ONLY = {"convolution", "mm", "addmm", "bmm", "baddbmm", "_scaled_dot_product_flash_attention_for_cpu",
-              "_scaled_dot_product_efficient_attention", "_native_multi_head_attention"}
+from cpd.graph import shape_only as _shape_only
 
 
 class TraceContext:
@@ -131,12 +129,7 @@ class LabelTracer(TorchDispatchMode):
         self.fields[key] = (ref, fields)
 
     def _run(self, func: Any, args: tuple, kwargs: dict) -> Any:
-        name = func.overloadpacket.__name__
-        if self.shape_only and name in SHAPE_ONLY:
-            meta = tree_map(lambda a: a.to("meta") if isinstance(a, torch.Tensor) else a, (args, kwargs))
-            out = func(*meta[0], **meta[1])
-            return tree_map(lambda o: torch.zeros(o.shape, dtype=o.dtype) if isinstance(o, torch.Tensor) else o, out)
-        return func(*args, **kwargs)
+        return _shape_only.call(func, args, kwargs, self.shape_only)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
