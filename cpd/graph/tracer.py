@@ -115,6 +115,8 @@ class LabelTracer(TorchDispatchMode):
         self.unknown_ops: dict[str, int] = {}
         #: names of the Python-level torch calls in progress (``view``, ``linear``, ...), outermost first.
         self.calls: list[str] = []
+        #: True while the train-mode pass of :func:`run_traced` runs
+        self.training_pass = False
 
     def set_fields(self, t: torch.Tensor, fields: list[Field], strong: bool = False) -> None:
         """Attach ``fields`` to ``t`` (replacing any it had)."""
@@ -231,6 +233,7 @@ def run_traced(model: nn.Module, tracer: LabelTracer, inputs: tuple[Any, ...],
         for train in modes:
             model.train(train)
             tracer.stack.clear()
+            tracer.training_pass = train
             try:
                 with torch.no_grad(), torch.random.fork_rng(devices=[]), CallStack(tracer), tracer:
                     torch.manual_seed(0)  # models that draw random numbers in forward draw the same ones

@@ -72,7 +72,13 @@ class SaliencyAccumulator:
             p = params.get(name)
             if p is None or p.grad is None:
                 continue
-            prod = p.detach().float() * p.grad.detach().float()
+            theta, grad = p.detach().float(), p.grad.detach().float()
+            if all(dim == 0 for _, _, dim, _ in entries) and theta.dim() > 1:
+                # row-wise dot products, without a temporary of the parameter's size
+                rows = theta.reshape(theta.shape[0], 1, -1)
+                prod = torch.bmm(rows, grad.reshape(theta.shape[0], -1, 1)).reshape(-1)
+            else:
+                prod = theta * grad
             for gid, row, dim, unit in entries:
                 others = [d for d in range(prod.dim()) if d != dim]
                 per_index = prod.sum(dim=others) if others else prod
