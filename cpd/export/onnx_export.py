@@ -137,7 +137,7 @@ def export_onnx(
     """Export ``model`` to an ONNX file whose inputs and outputs have a dynamic batch axis.
 
     The model is exported in eval mode (each module's mode is restored afterwards) with weights
-    stored inside the file. The file is written to a temporary name next to ``path``, validated
+    stored inside the file, so it must stay under protobuf's 2 GB limit. The file is written to a temporary name next to ``path``, validated
     with ``onnx.checker.check_model`` and renamed into place, so ``path`` never holds a partial or
     invalid model.
 
@@ -186,6 +186,7 @@ def export_onnx(
     try:
         onnx.save_model(program.model_proto, tmp)
         onnx.checker.check_model(str(tmp), full_check=True)
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
