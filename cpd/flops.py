@@ -50,7 +50,10 @@ class MacCounter(TorchDispatchMode):
             out = func(*meta[0], **meta[1])
             first = out[0] if isinstance(out, (tuple, list)) else out
             self.macs += _macs(name, args, first)
-            return tree_map(lambda o: torch.zeros(o.shape, dtype=o.dtype) if isinstance(o, torch.Tensor) else o, out)
+            # zeros on the inputs' device: a model and inputs on the meta device are counted entirely there
+            dev = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
+            return tree_map(lambda o: torch.zeros(o.shape, dtype=o.dtype, device=dev) if isinstance(o, torch.Tensor)
+                            else o, out)
         return func(*args, **kwargs)
 
 
