@@ -20,7 +20,6 @@ Pruning steps: see :mod:`cpd.prune.schedule` for which units go and :class:`Prun
 """
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -29,12 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from cpd.flops import count_macs, count_param_macs
+from cpd.flops import count_param_macs
 from cpd.graph.comb import comb, run_forward
 from cpd.graph.group import DependencyGraph, fingerprint
 from cpd.importance import CostModel, ImportanceContext, SaliencyAccumulator, build_importance
 from cpd.prune.config import PruneConfig
-from cpd.prune.guard import culprits, cut_breaks
+from cpd.prune.guard import CutTwin, culprits
 from cpd.prune.live_norm import attach_live_norms, strip_live_norms_
 from cpd.prune.masks import MaskSet
 from cpd.prune.plan import make_plan
@@ -78,7 +77,6 @@ class Pruner:
         self.model, self.graph, self.config, self.forward_fn = model, graph, config, forward_fn
         self.inputs = inputs
         self.macs_inputs = tuple(macs_inputs) if macs_inputs is not None else inputs
-        self._shapes = [tuple(o.shape) for o in run_forward(model, inputs, forward_fn, shape_only=True)]
         self.groups = graph.prunable()
         self.masks = MaskSet(model, self.groups)
         self.saliency = SaliencyAccumulator(model, self.groups)
@@ -101,6 +99,7 @@ class Pruner:
         self.materialized = False
         self.masks.attach()
         self._norm_hooks = attach_live_norms(model, self.masks)
+        self.twin = CutTwin(model, graph, inputs, forward_fn, lambda twin: strip_live_norms_(twin, self._norm_hooks))
 
     # -- the training loop --------------------------------------------------------------------------
     @property
@@ -177,7 +176,7 @@ class Pruner:
         for _ in range(3):
             self._fill(goal, scores)
             step = self._step_removals(start)
-            bad = culprits(start, step, self._breaks) if step and self._breaks(self.masks.removed()) else {}
+            bad = culprits(start, step, self.twin.breaks) if step and self.twin.breaks(self.masks.removed()) else {}
             if not bad:
                 break
             for gid, why in bad.items():
@@ -218,18 +217,13 @@ class Pruner:
         out = {g: sorted(set(u) - set(start.get(g, []))) for g, u in now.items()}
         return {g: u for g, u in out.items() if u}
 
-    def _breaks(self, removed: Mapping[int, Sequence[int]]) -> str:
-        return cut_breaks(self.model, self.graph, removed, self.inputs, self.forward_fn, self._shapes,
-                          lambda twin: strip_live_norms_(twin, self._norm_hooks))
-
     def measure(self) -> float:
         """The sparsity of the masked model in the metric (MACs by counting the cut model, exactly)."""
         if self.config.metric != "flops":
             return 1.0 - self.costs.total(self.masks.dead, self.config.metric) / self.original
         if not self.masks.removed():
             return 0.0
-        pruned = self._cut_copy()
-        return 1.0 - count_macs(pruned, self.macs_inputs, self.forward_fn) / self.original
+        return 1.0 - self.twin.macs(self.masks.removed(), self.macs_inputs) / self.original
 
     # -- results --------------------------------------------------------------------------------------
     def plan(self) -> dict:
@@ -239,16 +233,12 @@ class Pruner:
                    "iteration": self.iteration, "original": self.original, "config": cfg.to_dict()}
         return make_plan(self.graph, self.masks.removed(), summary)
 
-    def _cut_copy(self) -> nn.Module:
-        pruned = copy.deepcopy(self.model)
-        strip_live_norms_(pruned, self._norm_hooks)
-        cut_(pruned, self.graph, self.masks.removed())
-        return pruned
-
     def export(self) -> tuple[nn.Module, dict]:
         """A physically pruned copy of the model and its plan; the masked model trains on."""
         self._alive()
-        return self._cut_copy(), self.plan()
+        pruned = self.twin.copy(meta=False)
+        cut_(pruned, self.graph, self.masks.removed())
+        return pruned, self.plan()
 
     def materialize_(self) -> dict:
         """Make the masks physical in place: hooks go, dead units are cut.  Build a new optimizer after.
