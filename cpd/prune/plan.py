@@ -61,9 +61,10 @@ def read_plan(plan: Mapping | str | os.PathLike) -> dict:
         raise ValueError(f"not a cpd plan (format is {found!r}, expected {FORMAT!r})")
     if plan.get("version") != VERSION:
         raise ValueError(f"plan version {plan.get('version')!r} is not supported; this cpd reads version {VERSION}")
-    for key in ("fingerprint", "removed", "graph"):
+    keys = ["format", "version", "fingerprint", "removed", "graph"]
+    for key in keys:
         if key not in plan:
-            raise ValueError(f"plan lacks {key!r}; a plan has {['format', 'version', 'fingerprint', 'removed', 'graph']}")
+            raise ValueError(f"plan lacks {key!r}; a plan has the keys {keys}")
     return dict(plan)
 
 
