@@ -121,6 +121,8 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         "--ratio", type=ratio, default=0.3, help="share of every group to prune (default 0.3)"
     )
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+    parser.add_argument("--no-onnx", dest="onnx", action="store_false",
+                        help="skip the ONNX export + onnxruntime comparison of the pruned model")
     parser.set_defaults(run=run_check)
 
 
@@ -227,7 +229,7 @@ def run_check(args: argparse.Namespace) -> int:
     model, inputs, forward_fn = load_model(args.config, args.size)
     from cpd.check import check
 
-    report = check(model, inputs, forward_fn=forward_fn, ratio=args.ratio)
+    report = check(model, inputs, forward_fn=forward_fn, ratio=args.ratio, onnx=getattr(args, "onnx", True))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:

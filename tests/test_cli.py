@@ -111,7 +111,7 @@ class Report:
     ok = {ok}
     def to_dict(self):
         return {{"ok": self.ok, "ratio": RATIO, "groups": [1, 2, 3]}}
-def check(model, inputs, forward_fn=None, ratio=0.3):
+def check(model, inputs, forward_fn=None, ratio=0.3, onnx=True):
     global RATIO
     RATIO = ratio
     assert forward_fn.__name__ == "seg_forward" and inputs.shape == (2, 3, 64, 64)
@@ -135,3 +135,18 @@ def test_check_json_is_clean_and_exit_code_follows_ok(ok: bool) -> None:
     result = _python("-c", code, "check", SEGFORMER, "--size", "64", "64")
     assert result.returncode == (0 if ok else 1), result.stderr
     assert result.stdout.splitlines() == [f"ok: {ok}", "ratio: 0.3", "groups: 3 entries"]
+
+
+@needs_mm
+@pytest.mark.mm
+def test_real_check_and_comb_commands(tmp_path: Path) -> None:
+    """The real commands end to end on a small model: exit 0, a clean JSON report, a loadable deps file."""
+    result = _python("-m", "cpd.cli", "check", SEGFORMER, "--size", "64", "64", "--json", "--no-onnx")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["prunable_groups"] > 0 and report["params_after"] < report["params_before"]
+    out = tmp_path / "deps.json"
+    result = _python("tools/gen_prune_cfg.py", SEGFORMER, "--out", str(out), "--size", "64", "64")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["format"] == "cpd-deps" and data["version"] == 1 and data["groups"]

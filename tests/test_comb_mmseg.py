@@ -40,12 +40,17 @@ SLOW_MODELS = [
 ]
 
 
+#: families whose pruned model also goes through ONNX export + onnxruntime in the default run
+ONNX_FAMILIES = {"vit", "swin", "segformer", "pspnet"}
+
+
 def _check(config: str, size: int):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = build_model(load_config(config), input_size=(size, size))
         x = example_inputs(model, size=(size, size))
-        return check(model, (x,), forward_fn=seg_forward, ratio=0.4, seed=0)
+        onnx = config.split("/")[0] in ONNX_FAMILIES
+        return check(model, (x,), forward_fn=seg_forward, ratio=0.4, seed=0, onnx=onnx)
 
 
 def _assert_prunes(rep) -> None:
@@ -54,6 +59,8 @@ def _assert_prunes(rep) -> None:
     # everything but the output layers (and groups with a single unit) must be prunable
     assert rep.prunable_groups >= 0.75 * rep.groups, rep.not_prunable
     assert rep.params_after < 0.8 * rep.params_before
+    if rep.onnx is not None:
+        assert rep.onnx["ok"], rep.onnx
 
 
 @pytest.mark.parametrize("config,size", MODELS, ids=[c.split("/")[0] for c, _ in MODELS])

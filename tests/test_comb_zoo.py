@@ -33,6 +33,15 @@ def test_check_invariants_hold(name: str, ratio: float) -> None:
 
 
 @pytest.mark.parametrize("name", CASES)
+def test_pruned_model_exports_to_onnx(name: str) -> None:
+    pytest.importorskip("onnxruntime")
+    case = ZOO[name]
+    rep = check(case.build(), case.inputs(), ratio=0.3, seed=2, onnx=True)
+    assert rep.ok, rep.failures
+    assert rep.onnx["ok"] and rep.onnx["max_abs_diff"] <= 1e-4, rep.onnx
+
+
+@pytest.mark.parametrize("name", CASES)
 def test_output_layer_is_never_prunable(name: str) -> None:
     case = ZOO[name]
     graph = comb(case.build(), case.inputs())

@@ -59,8 +59,9 @@ def test_export_matches_torch_at_batch_1_and_3(name: str, tmp_path: Path) -> Non
 def test_roundtrip_reports_success(name: str) -> None:
     case = ZOO[name]
     report = onnx_roundtrip(case.build(), case.inputs())
-    assert set(report) == {"ok", "max_abs_diff", "error", "seconds"}
+    assert set(report) == {"ok", "max_abs_diff", "error", "seconds", "dynamic_batch", "dynamic_error"}
     assert report["ok"], report["error"]
+    assert report["dynamic_batch"], report["dynamic_error"]
     assert report["error"] is None
     assert 0.0 <= report["max_abs_diff"] <= 1e-4
     assert report["seconds"] > 0.0
