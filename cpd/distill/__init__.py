@@ -1,0 +1,7 @@
+"""Distill: losses that let a pruned student learn from its unpruned teacher (torch only).
+
+The mmengine model that wraps a student and a frozen teacher is :class:`cpd.mm.distiller.Distiller`.
+"""
+from cpd.distill.losses import affinity_loss, kd_kl_loss
+
+__all__ = ["affinity_loss", "kd_kl_loss"]
