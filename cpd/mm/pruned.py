@@ -1,0 +1,104 @@
+"""Pruned mmseg segmentors on disk: loadable from the file alone, and buildable from a config.
+
+A file written by :func:`save_pruned_segmentor` is an ordinary :func:`cpd.prune.save_pruned`
+checkpoint (the plan plus the pruned state dict, no pickled modules) whose plan summary also holds
+the unpruned model's config as Python text (``summary["model_cfg"]``) and the config's
+``custom_imports`` (``summary["custom_imports"]``).  :func:`load_pruned_segmentor` therefore needs
+nothing but the file: it rebuilds the base model on CPU without downloading anything
+(:func:`cpd.mm.build_model`), replays the plan and loads the weights.
+
+Configs reach a pruned model with ``model = dict(type='PrunedSegmentor', checkpoint='thr_0.4.pth')``
+(registered in mmseg's ``MODELS`` when this module is imported, e.g. through
+``custom_imports = dict(imports=['cpd.mm.pruned'])``): fine-tuning, distilling or testing a pruned
+checkpoint then works like any other model.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mmengine.config import Config, ConfigDict
+from torch import nn
+
+from cpd.mm.shim import install_mmcv_shim
+
+install_mmcv_shim()
+
+from mmseg.registry import MODELS  # noqa: E402
+
+from cpd.mm.build import build_model  # noqa: E402
+from cpd.prune import load_pruned, read_checkpoint, save_pruned  # noqa: E402
+
+
+def model_cfg_text(model_cfg: Mapping[str, Any]) -> str:
+    """The model config as Python source (``model = dict(...)``), keeping tuples as tuples."""
+    return Config(dict(model=ConfigDict(model_cfg))).pretty_text
+
+
+def save_pruned_segmentor(model: nn.Module, plan: Mapping, path: str | os.PathLike,
+                          model_cfg: Mapping[str, Any] | None = None,
+                          custom_imports: Sequence[str] = ()) -> None:
+    """Save a physically pruned segmentor with its plan and, when given, its base model config.
+
+    Args:
+        model: the pruned model.
+        plan: its plan (from ``Pruner.export()`` or ``materialize_()``).
+        path: the file to write (atomically).
+        model_cfg: the unpruned model's config section; stored so the file loads alone.
+        custom_imports: modules to import before building the model (the config's ``custom_imports``).
+    """
+    plan = dict(plan)
+    summary = dict(plan.get("summary", {}))
+    if model_cfg is not None:
+        summary["model_cfg"] = model_cfg_text(model_cfg)
+    summary["custom_imports"] = list(custom_imports)
+    plan["summary"] = summary
+    save_pruned(model, plan, path)
+
+
+def load_pruned_segmentor(path: str | os.PathLike, model_cfg: Mapping[str, Any] | None = None) -> nn.Module:
+    """Rebuild the pruned segmentor saved in ``path`` (CPU, nothing downloaded).
+
+    Args:
+        path: a file from :func:`save_pruned_segmentor` (the pruning hook's ``thr_<x>.pth``).
+        model_cfg: the unpruned model's config section; by default the one stored in the file.
+
+    Returns:
+        The pruned model with its weights, in train mode.
+
+    Raises:
+        ValueError: the file holds no model config and none is given, or the plan or weights do not fit.
+    """
+    plan, state = read_checkpoint(path)
+    summary = plan.get("summary", {})
+    for module in summary.get("custom_imports", []):
+        importlib.import_module(module)
+    if model_cfg is None:
+        text = summary.get("model_cfg")
+        if not text:
+            raise ValueError(f"{path} holds no model config; pass model_cfg (the unpruned model's config section)")
+        cfg = Config.fromstring(text, file_format=".py")
+    else:
+        cfg = Config(dict(model=ConfigDict(model_cfg)))
+    base = build_model(cfg)
+    return load_pruned(base, plan, state)
+
+
+@MODELS.register_module(name="PrunedSegmentor")
+def pruned_segmentor(checkpoint: str, model: Mapping[str, Any] | None = None) -> nn.Module:
+    """Build the pruned segmentor of ``checkpoint`` (a ``MODELS`` entry: ``type='PrunedSegmentor'``).
+
+    The model is marked initialised, so the runner's ``init_weights()`` keeps the loaded weights.
+
+    Args:
+        checkpoint: a file from :func:`save_pruned_segmentor`.
+        model: the unpruned model's config section, when the file holds none.
+
+    Returns:
+        The pruned segmentor.
+    """
+    built = load_pruned_segmentor(checkpoint, model)
+    built._is_init = True
+    return built
