@@ -1,0 +1,351 @@
+"""``PruningHook``: structured pruning inside any mmengine / mmsegmentation training run.
+
+A config turns it on as the original did::
+
+    custom_imports = dict(imports=['cpd.mm.pruning_hook'], allow_failed_imports=False)
+    custom_hooks = [dict(type='PruningHook', priority='LOWEST', interval=50, prune_cfg='deps.json',
+                         save_sparsity_thr=[0.4], continue_finetune=True)]
+
+``prune_cfg`` is the dependency JSON of the model being trained (``cpd comb CONFIG --out deps.json``,
+made at the config's crop size), or None to comb the model when training starts (a batch of 2 at the
+data preprocessor's size).  With a :class:`cpd.mm.distiller.Distiller` only the student is pruned, and
+the JSON names the student's parameters (``cpd comb`` on the student's config).
+
+Lifecycle:
+
+1. *Masked pruning.*  After every optimizer step the gradients (the loss's, with distillation the KD
+   term's too) are added to the importance, through a step pre-hook on the optimizer: mmengine's
+   ``OptimWrapper.update_params`` clears them before any ``after_train_iter`` hook runs.  Every
+   ``interval`` optimizer steps the least important units are masked (:class:`cpd.prune.Pruner`); the
+   masked model computes what the cut model would, so shapes, the optimizer and DDP stay as they are.
+2. *Thresholds.*  When the sparsity reaches a threshold of ``save_sparsity_thr`` the cut model and its
+   plan are written to ``<work_dir>/thr_<x>.pth`` (see :mod:`cpd.mm.pruned`: loadable from the file alone).
+3. *After the last threshold.*  ``continue_finetune=True``: the model is cut in place, the optimizer's
+   parameters are swapped for the cut ones with their state sliced alike, the DDP wrapper is rebuilt,
+   and training goes on with the structure fixed; after each validation the best pruned model by
+   ``save_best`` is written to ``<work_dir>/best_pruned.pth``.  ``continue_finetune=False``: the train
+   loop is asked to stop (``train_loop.stop_training``), and the run ends normally.
+
+State (the pruner's masks and saliencies, thresholds saved or due, whether the model was cut, the best
+score) is written into every checkpoint and read back in ``after_load_checkpoint``, which mmengine calls
+before the weights are loaded: a cut model is cut again there, so ``--resume`` loads the pruned weights
+and optimizer state into the right shapes and continues to the same result.
+
+Under DDP the saliencies are averaged over ranks before each pruning step and the ranks check that they
+removed the same units (:mod:`cpd.mm.dist_sync`).
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmengine.logging import MessageHub, print_log
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.registry import HOOKS
+
+from cpd.graph.comb import comb
+from cpd.graph.deps_io import graph_to_dict, load_deps
+from cpd.graph.group import DependencyGraph
+from cpd.mm.build import example_inputs
+from cpd.mm.dist_sync import average_saliency_, check_same_, digest, removed_digest_input
+from cpd.mm.entry import seg_forward
+from cpd.mm.pruned import save_pruned_segmentor
+from cpd.mm.rebuild import kept_indices, prune_target, remap_optimizer_, rewrap_
+from cpd.prune import PruneConfig, Pruner
+
+#: key of the hook's state in mmengine checkpoints.
+STATE_KEY = "cpd_pruning"
+FORMAT = "cpd-pruning-hook"
+VERSION = 1
+RULES = ("greater", "less")
+
+
+def _thresholds(value: Any) -> tuple[float, ...]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"save_sparsity_thr={value!r} must be a non-empty list of sparsities in (0, 1), "
+                         "strictly ascending; the last one is the target")
+    for t in value:
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0.0 < t < 1.0:
+            raise ValueError(f"save_sparsity_thr={list(value)!r}: {t!r} is not a sparsity in (0, 1)")
+    for a, b in zip(value, value[1:]):
+        if not a < b:
+            raise ValueError(f"save_sparsity_thr={list(value)!r} must be strictly ascending ({a!r} is followed "
+                             f"by {b!r}); the last one is the target")
+    return tuple(float(t) for t in value)
+
+
+def threshold_name(t: float) -> str:
+    """File name of the model saved at sparsity threshold ``t`` (``thr_0.4.pth``)."""
+    return f"thr_{t:g}.pth"
+
+
+@HOOKS.register_module()
+class PruningHook(Hook):
+    """Prune the model (a distiller's student) while it trains; see the module docstring.
+
+    Args:
+        interval: optimizer steps between two pruning steps (the importance sums every step's gradients).
+        prune_cfg: path of the model's dependency JSON (``cpd comb``), or None to comb it at the start.
+        save_sparsity_thr: ascending sparsities in (0, 1) at which the pruned model is saved; the last
+            one is the target.
+        continue_finetune: after the target, cut the model and keep training it (True) or stop (False).
+        criterion: importance criterion (``hessian``, ``taylor``, ``magnitude``, ``magnitude_l2``,
+            ``random`` or one registered with ``cpd.prune.register_importance``).
+        metric: what sparsity measures: ``params``, ``flops`` (MACs at the example input size) or
+            ``channels``.
+        round_to: kept channel counts stay multiples of this (heads go one at a time).
+        step_fraction: sparsity removed per pruning step (None: a tenth of the target).
+        min_keep: share of every group's channels that always stays.
+        seed: seed of the pruner's generator (the ``random`` criterion).
+        exclude: parameter or module names never pruned (used when combing, ``prune_cfg=None``).
+        save_best: validation metric that picks ``best_pruned.pth`` while fine-tuning the cut model
+            (mmseg's ``mIoU`` by default); ``'auto'``: the evaluator's first metric; None: do not save it.
+        rule: ``'greater'`` or ``'less'``: which ``save_best`` values are better.
+        out_dir: where the ``.pth`` files go (default: the runner's work dir).
+
+    Raises:
+        ValueError: a bad argument (the message names it, its value and what is allowed).
+        FileNotFoundError: ``prune_cfg`` does not exist.
+    """
+
+    priority = "LOWEST"
+
+    def __init__(self, interval: int = 50, prune_cfg: str | os.PathLike | None = None,
+                 save_sparsity_thr: Sequence[float] | float = (0.5,), continue_finetune: bool = True,
+                 criterion: str = "hessian", metric: str = "params", round_to: int = 8,
+                 step_fraction: float | None = None, min_keep: float = 0.1, seed: int = 0,
+                 exclude: Sequence[str] = (), save_best: str | None = "mIoU", rule: str = "greater",
+                 out_dir: str | os.PathLike | None = None) -> None:
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"PruningHook: interval={interval!r} must be an integer >= 1")
+        thresholds = _thresholds(save_sparsity_thr)
+        if not isinstance(continue_finetune, bool):
+            raise ValueError(f"PruningHook: continue_finetune={continue_finetune!r} must be True or False")
+        if prune_cfg is not None:
+            if not isinstance(prune_cfg, (str, os.PathLike)) or not os.fspath(prune_cfg):
+                raise ValueError(f"PruningHook: prune_cfg={prune_cfg!r} must be the path of a dependency JSON "
+                                 "or None (comb the model when training starts)")
+            if not Path(prune_cfg).is_file():
+                raise FileNotFoundError(f"PruningHook: prune_cfg={os.fspath(prune_cfg)!r} does not exist; make it "
+                                        "with `cpd comb CONFIG --out deps.json`, or pass prune_cfg=None")
+        if isinstance(exclude, str) or not all(isinstance(e, str) for e in exclude):
+            raise ValueError(f"PruningHook: exclude={exclude!r} must be a list of parameter or module names")
+        if save_best is not None and (not isinstance(save_best, str) or not save_best):
+            raise ValueError(f"PruningHook: save_best={save_best!r} must be a metric name, 'auto' or None")
+        if rule not in RULES:
+            raise ValueError(f"PruningHook: rule={rule!r} must be one of {RULES}")
+        try:
+            self.config = PruneConfig(criterion=criterion, interval=interval, thresholds=thresholds, metric=metric,
+                                      round_to=round_to, step_fraction=step_fraction, min_keep=min_keep, seed=seed)
+        except ValueError as e:
+            raise ValueError(f"PruningHook: {e}") from None
+        self.prune_cfg = None if prune_cfg is None else os.fspath(prune_cfg)
+        self.continue_finetune = continue_finetune
+        self.exclude = tuple(exclude)
+        self.save_best, self.rule = save_best, rule
+        self.out_dir = None if out_dir is None else os.fspath(out_dir)
+        self.pruner: Pruner | None = None
+        self.graph: DependencyGraph | None = None
+        self.plan: dict | None = None
+        self.pending: list[float] = []
+        self.saved: list[float] = []
+        self.best: dict[str, Any] = {}
+        self._handles: list[Any] = []
+
+    @property
+    def materialized(self) -> bool:
+        """Whether the model was cut (the fine-tuning phase)."""
+        return self.pruner is not None and self.pruner.materialized
+
+    # -- set-up -------------------------------------------------------------------------------------
+    def before_run(self, runner: Any) -> None:
+        """Read ``prune_cfg`` and check it was made for this model, before any time is spent training."""
+        if self.prune_cfg is not None and self.graph is None:
+            try:
+                self.graph = load_deps(self.prune_cfg, prune_target(runner.model))
+            except ValueError as e:
+                raise ValueError(f"PruningHook: prune_cfg={self.prune_cfg!r}: {e}") from None
+
+    def _setup(self, runner: Any) -> Pruner:
+        """Build the pruner on the (student) model once; every rank must build the same one."""
+        if self.pruner is not None:
+            return self.pruner
+        model = prune_target(runner.model)
+        device = next(model.parameters()).device
+        if self.graph is None and self.prune_cfg is not None:
+            self.before_run(runner)
+        if self.graph is not None and self.graph.input_shapes:
+            shape = self.graph.input_shapes[0]
+            inputs = example_inputs(model, size=tuple(shape[2:]), batch=shape[0]).to(device)
+        else:
+            inputs = example_inputs(model, batch=2).to(device)
+        if self.graph is None:
+            print_log(f"PruningHook: combing the model on a {list(inputs.shape)} batch", logger="current")
+            self.graph = comb(model, (inputs,), forward_fn=seg_forward, exclude=self.exclude)
+        check_same_("the dependency graph", digest(graph_to_dict(self.graph)))
+        self.pruner = Pruner(model, (inputs,), self.config, forward_fn=seg_forward, graph=self.graph)
+        print_log(f"PruningHook: {len(self.pruner.groups)} prunable groups; pruning to "
+                  f"{list(self.config.thresholds)} {self.config.metric} sparsity with {self.config.criterion!r} "
+                  f"every {self.config.interval} steps", logger="current")
+        return self.pruner
+
+    def before_train(self, runner: Any) -> None:
+        """Build the pruner (unless a resumed checkpoint did), hook the optimizer, finish what a checkpoint left due."""
+        pruner = self._setup(runner)
+        if not pruner.materialized:
+            self._attach(runner)
+        self._flush(runner)
+
+    def _attach(self, runner: Any) -> None:
+        if self._handles:
+            return
+        wrapper = runner.optim_wrapper
+        if isinstance(wrapper, OptimWrapperDict) or not isinstance(wrapper, OptimWrapper):
+            raise ValueError(f"PruningHook needs a single OptimWrapper, got {type(wrapper).__name__}")
+        optimizer = wrapper.optimizer
+        self._handles = [optimizer.register_step_pre_hook(self._before_step),
+                         optimizer.register_step_post_hook(self._after_step)]
+
+    def _detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    # -- every optimizer step -----------------------------------------------------------------------
+    def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """Add this step's gradients to the importance (they are gone by ``after_train_iter``)."""
+        if not self.pruner.done:
+            self.pruner.accumulate()
+
+    def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """Re-zero the masked slices; every ``interval`` steps, prune (one decision on every rank)."""
+        pruner = self.pruner
+        if not pruner.done and (pruner.iteration + 1) % self.config.interval == 0:
+            average_saliency_(pruner.saliency)
+        event = pruner.step()
+        MessageHub.get_current_instance().update_scalar("train/sparsity", float(pruner.sparsity))
+        if event is None:
+            return
+        check_same_("the units removed by the pruning step", removed_digest_input(pruner.masks.removed(),
+                                                                                  pruner.sparsity))
+        self.pending.extend(event.thresholds)
+        units = sum(len(u) for u in event.removed.values())
+        print_log(f"PruningHook: step {event.iteration}: removed {units} units from {len(event.removed)} groups "
+                  f"({event.batches} batches scored); {self.config.metric} sparsity {event.sparsity:.4f}"
+                  + (" (target reached)" if event.done else ""), logger="current")
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        """Save the models of thresholds just reached; after the last one, cut and fine-tune, or stop."""
+        self._flush(runner)
+
+    def _flush(self, runner: Any) -> None:
+        pruner = self.pruner
+        for t in self.pending:
+            self._save(runner, threshold_name(t))
+            self.saved.append(t)
+        self.pending = []
+        if pruner is None or not pruner.done or pruner.materialized:
+            return
+        missed = [t for t in self.config.thresholds if t not in self.saved]
+        if missed:
+            print_log(f"PruningHook: no group can lose another unit at {pruner.sparsity:.4f} sparsity; thresholds "
+                      f"{missed} were not reached", logger="current", level=30)
+        if self.continue_finetune:
+            self._materialize(runner)
+        elif getattr(runner, "train_loop", None) is not None and hasattr(runner.train_loop, "stop_training"):
+            print_log("PruningHook: pruning is over and continue_finetune=False: training stops", logger="current")
+            runner.train_loop.stop_training = True
+
+    def _materialize(self, runner: Any) -> None:
+        """Cut the model in place and make the optimizer and the DDP wrapper follow."""
+        pruner = self.pruner
+        model = prune_target(runner.model)
+        old = dict(model.named_parameters())
+        cuts = kept_indices(pruner.graph, pruner.masks.removed())
+        self.plan = pruner.materialize_()
+        self._detach()
+        wrapper = getattr(runner, "optim_wrapper", None)
+        if isinstance(wrapper, OptimWrapper):
+            remap_optimizer_(wrapper.optimizer, old, dict(model.named_parameters()), cuts)
+        rewrap_(runner)
+        print_log(f"PruningHook: the model is cut to {pruner.sparsity:.4f} {self.config.metric} sparsity "
+                  f"({sum(p.numel() for p in model.parameters())} parameters); fine-tuning it", logger="current")
+
+    # -- saving -------------------------------------------------------------------------------------
+    def _save(self, runner: Any, name: str) -> None:
+        """Write the cut (student) model and its plan as ``name`` (main process only)."""
+        if not is_main_process():
+            return
+        if self.materialized:
+            model, plan = prune_target(runner.model), self.plan
+        else:
+            model, plan = self.pruner.export()
+        cfg = runner.cfg
+        model_cfg = cfg.model.get("student") if cfg.model.get("type") == "Distiller" else cfg.model
+        imports = (cfg.get("custom_imports") or {}).get("imports", [])
+        imports = [imports] if isinstance(imports, str) else list(imports)
+        path = Path(self.out_dir or runner.work_dir) / name
+        save_pruned_segmentor(model, plan, path, model_cfg=model_cfg if isinstance(model_cfg, Mapping) else None,
+                              custom_imports=imports)
+        print_log(f"PruningHook: saved {path}", logger="current")
+
+    def after_val_epoch(self, runner: Any, metrics: Mapping[str, float] | None = None) -> None:
+        """While fine-tuning the cut model, keep its best validation result as ``best_pruned.pth``."""
+        if not self.materialized or not self.continue_finetune or self.save_best is None or not metrics:
+            return
+        key = next(iter(metrics)) if self.save_best == "auto" else self.save_best
+        if key not in metrics:
+            raise KeyError(f"PruningHook: save_best={self.save_best!r} is not among the validation metrics "
+                           f"{sorted(metrics)}")
+        score = float(metrics[key])
+        best = self.best.get("score")
+        if best is not None and not (score > best if self.rule == "greater" else score < best):
+            return
+        self.best = {"metric": key, "score": score, "iter": int(runner.iter)}
+        self._save(runner, "best_pruned.pth")
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The hook's state: the pruner's, whether the model is cut, thresholds saved and due, the best score."""
+        return {"format": FORMAT, "version": VERSION, "pruner": self.pruner.state_dict() if self.pruner else None,
+                "materialized": self.materialized, "pending": list(self.pending), "saved": list(self.saved),
+                "best": dict(self.best)}
+
+    def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
+        """Store the hook's state in the checkpoint."""
+        checkpoint[STATE_KEY] = self.state_dict()
+
+    def after_load_checkpoint(self, runner: Any, checkpoint: Mapping[str, Any]) -> None:
+        """Restore the hook's state before the weights load; a cut model is cut again so the weights fit.
+
+        Raises:
+            ValueError: the state is not this hook's, or was saved for another model or pruning setup.
+        """
+        state = checkpoint.get(STATE_KEY)
+        if state is None:
+            return
+        if not isinstance(state, Mapping) or state.get("format") != FORMAT or state.get("version") != VERSION:
+            raise ValueError(f"checkpoint entry {STATE_KEY!r} is not a PruningHook state of version {VERSION}")
+        pruner = self._setup(runner)
+        if pruner.materialized:
+            raise ValueError("PruningHook: the model was already cut when a checkpoint was loaded; load "
+                             "checkpoints before training starts")
+        if state["pruner"] is not None:
+            pruner.load_state_dict(state["pruner"])
+        self.pending = [float(t) for t in state["pending"]]
+        self.saved = [float(t) for t in state["saved"]]
+        self.best = dict(state["best"])
+        if state["materialized"]:
+            self._materialize(runner)
+
+    def after_run(self, runner: Any) -> None:
+        """Remove the optimizer hooks."""
+        self._detach()
