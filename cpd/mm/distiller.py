@@ -1,0 +1,197 @@
+"""``Distiller``: a segmentor that learns from its labels and from a frozen teacher.
+
+Registered in mmseg's ``MODELS`` (``custom_imports = dict(imports=['cpd.mm.distiller'])``)::
+
+    model = dict(
+        type='Distiller',
+        student=dict(type='EncoderDecoder', ...),           # or dict(type='PrunedSegmentor', checkpoint=...)
+        teacher='configs/embedded/vit_digits.py',            # a config file, a model dict, or None: the student's
+        teacher_checkpoint='work_dirs/vit_digits/best.pth',
+        temperature=2.0, alpha=1.0,
+        feature_loss=dict(weight=1.0, index=-1, pool=16))    # optional
+
+The training loss is the student's own losses (decode and auxiliary heads) plus
+``alpha * kd_kl_loss(student logits, teacher logits, T)`` (:mod:`cpd.distill.losses`), plus
+``weight * affinity_loss`` between the student's and the teacher's backbone features when
+``feature_loss`` is set.  The teacher runs without gradients in eval mode, is never updated and is
+never pruned (:class:`cpd.mm.pruning_hook.PruningHook` prunes ``model.student``); both networks see the
+images normalised by the student's data preprocessor.  Validation and testing run the student alone.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from mmengine.config import Config
+from mmengine.model import BaseModel
+from mmengine.utils import import_modules_from_strings
+from torch import nn
+
+from cpd.mm.shim import install_mmcv_shim
+
+install_mmcv_shim()
+
+from mmseg.registry import MODELS  # noqa: E402
+from mmseg.utils import add_prefix  # noqa: E402
+
+from cpd.distill import affinity_loss, kd_kl_loss  # noqa: E402
+from cpd.mm.build import load_config, model_config  # noqa: E402
+
+FEATURE_KEYS = frozenset({"weight", "index", "pool"})
+
+
+def _checkpoint_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint file (an mmengine checkpoint or a plain state dict).
+
+    mmengine checkpoints hold more than tensors, so the file is unpickled in full: use your own files.
+    """
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else None
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path} holds no state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_weights_(model: nn.Module, path: str | os.PathLike, what: str) -> None:
+    """Load a checkpoint's weights into ``model`` strictly (a distiller's checkpoint gives its student).
+
+    Raises:
+        ValueError: the weights do not fit ``model``.
+    """
+    state = _checkpoint_state(path)
+    if state and all(k.startswith("student.") or k.startswith("teacher.") for k in state):
+        state = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"Distiller: {what}={os.fspath(path)!r} does not fit the model: "
+                         f"{' '.join(str(e).split())[:400]}") from None
+
+
+def build_teacher(teacher: Any, student_cfg: Any, checkpoint: str | os.PathLike | None) -> nn.Module:
+    """Build the frozen teacher: from a config file, a model config, or (None) the student's config.
+
+    Raises:
+        ValueError: the teacher cannot be derived (a student given as a module with ``teacher=None``),
+            or its checkpoint does not fit it.
+    """
+    if teacher is None:
+        if not isinstance(student_cfg, Mapping) or student_cfg.get("type") == "PrunedSegmentor":
+            raise ValueError("Distiller: teacher=None means the student's config, but the student is not given as "
+                             "an unpruned model config; pass teacher= a config file or model dict")
+        cfg = Config(dict(model=copy.deepcopy(dict(student_cfg))))
+    elif isinstance(teacher, (str, os.PathLike)):
+        cfg = load_config(teacher)
+        imports = (cfg.get("custom_imports") or {}).get("imports", [])
+        if imports:
+            import_modules_from_strings(imports)
+    elif isinstance(teacher, Mapping):
+        cfg = Config(dict(model=copy.deepcopy(dict(teacher))))
+    else:
+        raise ValueError(f"Distiller: teacher must be a config file, a model dict or None, got {type(teacher).__name__}")
+    model = MODELS.build(model_config(cfg))
+    if checkpoint is not None:
+        load_weights_(model, checkpoint, "teacher_checkpoint")
+    model.requires_grad_(False)
+    return model.eval()
+
+
+@MODELS.register_module()
+class Distiller(BaseModel):
+    """A student segmentor trained with a frozen teacher's soft labels (see the module docstring).
+
+    Args:
+        student: the student's model config (any mmseg ``EncoderDecoder``, or a ``PrunedSegmentor``).
+        teacher: the teacher's model config, a config file, or None for the student's own config.
+        teacher_checkpoint: the teacher's weights (an mmengine checkpoint or a state dict); None keeps
+            its initial weights (only useful in tests).
+        student_checkpoint: weights loaded into the student after it initialises (e.g. the teacher's, to
+            prune a trained model); None: its own initialisation.  A resumed run loads its checkpoint after.
+        temperature: softmax temperature ``T`` of the KD loss (> 0).
+        alpha: weight of the KD loss (>= 0).
+        feature_loss: None, or ``dict(weight=1.0, index=-1, pool=16)``: the affinity loss between the
+            backbone feature maps at ``index`` (pooled to at most ``pool x pool`` positions).
+        data_preprocessor: the runner passes the config's top-level ``data_preprocessor`` here; it is given to
+            the student when the student's config has none (the distiller uses the student's).
+        init_cfg: unused (the student initialises itself, the teacher is loaded).
+
+    Raises:
+        ValueError: a bad argument.
+    """
+
+    def __init__(self, student: Mapping[str, Any], teacher: Mapping[str, Any] | str | None = None,
+                 teacher_checkpoint: str | os.PathLike | None = None,
+                 student_checkpoint: str | os.PathLike | None = None, temperature: float = 1.0, alpha: float = 1.0,
+                 feature_loss: Mapping[str, Any] | None = None, data_preprocessor: Any = None,
+                 init_cfg: Any = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"Distiller: temperature={temperature!r} must be a number > 0")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
+            raise ValueError(f"Distiller: alpha={alpha!r} must be a number >= 0")
+        if feature_loss is not None:
+            if not isinstance(feature_loss, Mapping) or set(feature_loss) - FEATURE_KEYS:
+                raise ValueError(f"Distiller: feature_loss={feature_loss!r} must be None or a dict with keys "
+                                 f"{sorted(FEATURE_KEYS)}")
+            feature_loss = {"weight": 1.0, "index": -1, "pool": 16, **dict(feature_loss)}
+        if not isinstance(student, Mapping):
+            raise ValueError(f"Distiller: student must be a model config dict, got {type(student).__name__}")
+        student = copy.deepcopy(student)
+        if data_preprocessor is not None and student.get("type") != "PrunedSegmentor":
+            student.setdefault("data_preprocessor", data_preprocessor)
+        self.student = MODELS.build(student)
+        if isinstance(getattr(self.student, "decode_head", None), nn.ModuleList):
+            raise ValueError("Distiller: cascade segmentors (several decode heads) are not supported")
+        self.teacher = build_teacher(teacher, student, teacher_checkpoint)
+        # both networks see the student's normalisation; one preprocessor, shared
+        self.data_preprocessor = self.student.data_preprocessor
+        self.temperature, self.alpha, self.feature_loss = float(temperature), float(alpha), feature_loss
+        self.student_checkpoint = None if student_checkpoint is None else os.fspath(student_checkpoint)
+
+    def init_weights(self) -> None:
+        """Initialise the student (then load ``student_checkpoint``); the teacher keeps its checkpoint.
+
+        Raises:
+            ValueError: ``student_checkpoint`` does not fit the student.
+        """
+        if hasattr(self.student, "init_weights"):
+            self.student.init_weights()
+        if self.student_checkpoint is not None:
+            load_weights_(self.student, self.student_checkpoint, "student_checkpoint")
+
+    def train(self, mode: bool = True) -> "Distiller":
+        """Set the student's mode; the teacher stays in eval mode."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, inputs: torch.Tensor, data_samples: Any = None, mode: str = "tensor") -> Any:
+        """``loss``: student + distillation losses; ``predict`` / ``tensor``: the student alone."""
+        if mode == "loss":
+            return self.loss(inputs, data_samples)
+        if mode == "predict":
+            return self.student.predict(inputs, data_samples)
+        if mode == "tensor":
+            return self.student._forward(inputs, data_samples)
+        raise ValueError(f"Distiller: invalid mode {mode!r}; expected 'loss', 'predict' or 'tensor'")
+
+    def loss(self, inputs: torch.Tensor, data_samples: Any) -> dict[str, torch.Tensor]:
+        """The student's losses plus ``loss_kd`` (and ``loss_feat`` with a feature loss)."""
+        student = self.student
+        feats = student.extract_feat(inputs)
+        logits = student.decode_head.forward(feats)
+        losses = add_prefix(student.decode_head.loss_by_feat(logits, data_samples), "decode")
+        if student.with_auxiliary_head:
+            losses.update(student._auxiliary_head_forward_train(feats, data_samples))
+        with torch.no_grad():
+            t_feats = self.teacher.extract_feat(inputs)
+            t_logits = self.teacher.decode_head.forward(t_feats)
+        losses["loss_kd"] = self.alpha * kd_kl_loss(logits, t_logits, self.temperature)
+        if self.feature_loss is not None:
+            i = self.feature_loss["index"]
+            losses["loss_feat"] = self.feature_loss["weight"] * affinity_loss(
+                feats[i], t_feats[i], pool=self.feature_loss["pool"])
+        return losses
