@@ -14,6 +14,15 @@ from cpd.prune import PruneConfig, Pruner, load_pruned, save_pruned
 from zoo import ZOO
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models run fastest on one thread, and a busy machine is not oversubscribed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"thresholds": (1.2,)}, r"thresholds=\[1.2\]: 1.2 is not a sparsity in \(0, 1\)"),
     ({"thresholds": (0.0,)}, r"0.0 is not a sparsity in \(0, 1\)"),

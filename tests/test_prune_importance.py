@@ -15,6 +15,15 @@ from cpd.prune import PruneConfig, Pruner
 from zoo import ZOO
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models run fastest on one thread, and a busy machine is not oversubscribed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def mlp() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 2))

@@ -13,6 +13,16 @@ from cpd.graph.comb import run_forward  # noqa: E402
 from cpd.mm import build_model, example_inputs, load_config, seg_forward  # noqa: E402
 from cpd.prune import PruneConfig, Pruner, load_pruned, save_pruned  # noqa: E402
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models run fastest on one thread, and a busy machine is not oversubscribed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 pytestmark = pytest.mark.mm
 
 SIZE = (64, 64)
