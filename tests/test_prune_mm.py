@@ -30,7 +30,7 @@ SEGFORMER = "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"
 CONFIGS = {
     "vit": "vit/vit_deit-s16_upernet_8xb2-80k_ade20k-512x512.py",
     "pspnet": "pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py",
-    "ocrnet": pytest.param("ocrnet/ocrnet_hr18s_4xb2-40k_cityscapes-512x1024.py", marks=pytest.mark.slow),
+    "ocrnet": "ocrnet/ocrnet_hr18s_4xb2-40k_cityscapes-512x1024.py",
     "segformer": SEGFORMER,  # last: the round trip below reuses its run
 }
 
