@@ -238,22 +238,32 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def summarize(report: dict[str, Any]) -> str:
-    """Render a check report as short ``key: value`` lines.
-
-    Scalars are shown as they are; lists and mappings by their length, since
-    ``--json`` is the way to see them in full.
+    """Render a check report for a person: verdict, sizes, invariants, and why groups are not prunable.
 
     Args:
-        report: the report's ``to_dict()``.
+        report: the report's ``to_dict()`` (see :class:`cpd.check.CheckReport`).
 
     Returns:
-        The text, one line per top-level key.
+        The text; ``--json`` gives everything.
     """
-    lines = []
-    for key, value in report.items():
-        if isinstance(value, (list, tuple, dict)):
-            value = f"{len(value)} entries"
-        lines.append(f"{key}: {value}")
+    r = report
+    lines = [
+        f"{'PASS' if r['ok'] else 'FAIL'}: {r['prunable_groups']} of {r['groups']} groups prunable; "
+        f"{r['removed_units']} units cut from {r['cut_groups']} groups",
+        f"params {r['params_before'] / 1e6:.3f} M -> {r['params_after'] / 1e6:.3f} M; "
+        f"MACs {r['macs_before'] / 1e9:.3f} G -> {r['macs_after'] / 1e9:.3f} G",
+        f"pruned vs masked reference: max abs err {r['max_abs_err']:.2e} (relative {r['rel_err']:.2e})",
+    ]
+    onnx = r.get("onnx")
+    if onnx:
+        dyn = "dynamic batch ok" if onnx.get("dynamic_batch") else f"batch fixed ({onnx.get('dynamic_error')})"
+        lines.append(f"onnx: {'ok' if onnx.get('ok') else 'FAILED'}, max abs diff {onnx.get('max_abs_diff'):.2e}, "
+                     f"{dyn}")
+    for reason, count in sorted(r.get("not_prunable", {}).items()):
+        lines.append(f"not prunable ({count}): {reason}")
+    for failure in r.get("failures", []):
+        lines.append(f"failure: {failure}")
+    lines.append(f"{r['seconds']:.1f} s")
     return "\n".join(lines)
 
 

@@ -110,7 +110,11 @@ fake = types.ModuleType("cpd.check")
 class Report:
     ok = {ok}
     def to_dict(self):
-        return {{"ok": self.ok, "ratio": RATIO, "groups": [1, 2, 3]}}
+        return {{"ok": self.ok, "ratio": RATIO, "groups": 3, "prunable_groups": 2, "cut_groups": 2,
+                 "removed_units": 5, "params_before": 2000000, "params_after": 1000000, "macs_before": 3e9,
+                 "macs_after": 1.5e9, "max_abs_err": 1e-6, "rel_err": 1e-7, "onnx": None, "seconds": 1.0,
+                 "failures": [] if self.ok else ["output 0: differs"],
+                 "not_prunable": {{"reaches a model output": 1}}}}
 def check(model, inputs, forward_fn=None, ratio=0.3, onnx=True):
     global RATIO
     RATIO = ratio
@@ -130,11 +134,16 @@ def test_check_json_is_clean_and_exit_code_follows_ok(ok: bool) -> None:
     code = textwrap.dedent(FAKE_CHECK.format(ok=ok))
     result = _python("-c", code, "check", SEGFORMER, "--size", "64", "64", "--ratio", "0.5", "--json")
     assert result.returncode == (0 if ok else 1), result.stderr
-    assert json.loads(result.stdout) == {"ok": ok, "ratio": 0.5, "groups": [1, 2, 3]}
+    report = json.loads(result.stdout)
+    assert report["ok"] == ok and report["ratio"] == 0.5 and report["groups"] == 3
 
     result = _python("-c", code, "check", SEGFORMER, "--size", "64", "64")
     assert result.returncode == (0 if ok else 1), result.stderr
-    assert result.stdout.splitlines() == [f"ok: {ok}", "ratio: 0.3", "groups: 3 entries"]
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{'PASS' if ok else 'FAIL'}: 2 of 3 groups prunable; 5 units cut from 2 groups"
+    assert "params 2.000 M -> 1.000 M; MACs 3.000 G -> 1.500 G" in lines
+    assert "not prunable (1): reaches a model output" in lines
+    assert ("failure: output 0: differs" in lines) == (not ok)
 
 
 @needs_mm
