@@ -108,6 +108,8 @@ def test_corrupted_plans(saved: tuple[Path, dict]) -> None:
         load_pruned(base, bad, {})
     with pytest.raises(ValueError, match=r"not a cpd plan \(format is 'cpd-deps', expected 'cpd-plan'\)"):
         load_pruned(base, plan["graph"], {})
+    with pytest.raises(ValueError, match="no weights given"):
+        load_pruned(base, plan)
     with pytest.raises(ValueError, match="plan version 7 is not supported"):
         load_pruned(base, {**plan, "version": 7}, {})
     assert fingerprint(base) == plan["fingerprint"]  # untouched

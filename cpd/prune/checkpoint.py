@@ -121,6 +121,9 @@ def load_pruned(base_model: nn.Module, plan: Mapping | str | os.PathLike,
         ValueError: the plan or the weights do not fit ``base_model``.
     """
     if weights is None:
+        if not isinstance(plan, (str, os.PathLike)):
+            raise ValueError("no weights given: pass weights (a state dict or a path), or as plan the path of a "
+                             "save_pruned checkpoint, which holds both")
         plan, weights = read_checkpoint(plan)
     plan = read_plan(plan)
     state = _load_weights(weights)
@@ -136,5 +139,3 @@ def load_pruned(base_model: nn.Module, plan: Mapping | str | os.PathLike,
     apply_plan_(base_model, plan)
     base_model.load_state_dict(dict(state), strict=True)
     return base_model
-
-

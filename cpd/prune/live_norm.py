@@ -103,6 +103,8 @@ def attach_live_norms(model: nn.Module, masks: MaskSet) -> list[Any]:
                 cache["live"], cache["version"] = _live_mask(name, mod, masks), masks.version
             if cache["live"] is None or not args or not isinstance(args[0], torch.Tensor):
                 return None
+            if cache["live"].device != args[0].device:
+                cache["live"] = cache["live"].to(args[0].device)
             return _normalize(args[0], cache["live"], mod)
 
         handles.append(mod.register_forward_hook(hook))
