@@ -58,6 +58,15 @@ def save_pruned_segmentor(model: nn.Module, plan: Mapping, path: str | os.PathLi
     save_pruned(model, plan, path)
 
 
+def is_pruned_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a pruned-model file (:func:`save_pruned_segmentor`, the hook's ``thr_<x>.pth``)."""
+    try:
+        read_checkpoint(path)
+    except Exception:  # noqa: BLE001 - anything else (an mmengine checkpoint, a broken file) is "no"
+        return False
+    return True
+
+
 def load_pruned_segmentor(path: str | os.PathLike, model_cfg: Mapping[str, Any] | None = None) -> nn.Module:
     """Rebuild the pruned segmentor saved in ``path`` (CPU, nothing downloaded).
 
@@ -87,7 +96,8 @@ def load_pruned_segmentor(path: str | os.PathLike, model_cfg: Mapping[str, Any] 
 
 
 @MODELS.register_module(name="PrunedSegmentor")
-def pruned_segmentor(checkpoint: str, model: Mapping[str, Any] | None = None) -> nn.Module:
+def pruned_segmentor(checkpoint: str, model: Mapping[str, Any] | None = None, data_preprocessor: Any = None
+                     ) -> nn.Module:
     """Build the pruned segmentor of ``checkpoint`` (a ``MODELS`` entry: ``type='PrunedSegmentor'``).
 
     The model is marked initialised, so the runner's ``init_weights()`` keeps the loaded weights.
@@ -95,6 +105,8 @@ def pruned_segmentor(checkpoint: str, model: Mapping[str, Any] | None = None) ->
     Args:
         checkpoint: a file from :func:`save_pruned_segmentor`.
         model: the unpruned model's config section, when the file holds none.
+        data_preprocessor: ignored (the runner passes the config's top-level one): the pruned model keeps
+            the preprocessor of its own config.
 
     Returns:
         The pruned segmentor.

@@ -134,7 +134,9 @@ def evaluate(
 
     Args:
         config, work_dir, cfg_options, launcher: see :func:`train_config`.
-        checkpoint: the ``.pth`` file to load.
+        checkpoint: the ``.pth`` file to load: an mmengine checkpoint, or a pruned-model file of the
+            pruning hook (``thr_<x>.pth``, ``best_pruned.pth``), which is tested in place of the config's
+            model (a distiller's student), without the config's PruningHook.
 
     Returns:
         The evaluator's metrics (mmseg reports ``mIoU``, ``aAcc``, ``mAcc`` in percent).
@@ -148,6 +150,14 @@ def evaluate(
         raise FileNotFoundError(f"checkpoint {str(checkpoint)!r} does not exist")
     cfg = train_config(config, work_dir, cfg_options, launcher=launcher)
     cfg.load_from = str(checkpoint)
+    from cpd.mm.pruned import is_pruned_file
+
+    if is_pruned_file(checkpoint):
+        import cpd.mm.pruned  # noqa: F401  (registers PrunedSegmentor)
+
+        cfg.model = {"type": "PrunedSegmentor", "checkpoint": str(checkpoint)}
+        cfg.load_from = None
+        cfg.custom_hooks = [h for h in cfg.get("custom_hooks") or [] if h.get("type") != "PruningHook"]
     _init_cpu_process_group(cfg)
     runner = Runner.from_cfg(cfg)
     with full_checkpoint_loading():
