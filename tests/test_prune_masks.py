@@ -39,9 +39,7 @@ class Image(nn.Module):
 CASES = {
     "layer_norm": (lambda: Tokens(nn.LayerNorm(16)), (2, 5, 8)),
     "layer_norm_no_affine": (lambda: Tokens(nn.LayerNorm(16, elementwise_affine=False)), (2, 5, 8)),
-    "rms_norm": pytest.param((lambda: Tokens(nn.RMSNorm(16)), (2, 5, 8)), marks=pytest.mark.xfail(
-        strict=True, reason="cpd.surgery has no fixer for nn.RMSNorm (normalized_shape stays), so comb finds the "
-                            "group not prunable")),
+    "rms_norm": (lambda: Tokens(nn.RMSNorm(16)), (2, 5, 8)),
     "group_norm_one_group": (lambda: Image(nn.GroupNorm(1, 16)), (2, 3, 8, 8)),
 }
 

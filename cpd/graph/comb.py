@@ -45,12 +45,24 @@ def run_forward(model: nn.Module, inputs: Sequence[Any], forward_fn: ForwardFn |
     return [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
 
 
-def _probe(model: nn.Module, graph: DependencyGraph, gids: list[int], inputs: Sequence[Any],
+def _first_units(group, k: int) -> list[int]:
+    """Up to ``k`` units of ``group`` whose removal empties no member (the first ones that fit)."""
+    chosen: list[int] = []
+    for u in range(group.num_units - 1):
+        if len(chosen) == k:
+            break
+        if group.emptied_member(chosen + [u]) is None:
+            chosen.append(u)
+    return chosen
+
+
+def _probe(model: nn.Module, graph: DependencyGraph, amounts: dict[int, int], inputs: Sequence[Any],
            forward_fn: ForwardFn | None, shapes: list[tuple[int, ...]]) -> str:
-    """Cut one unit of each group in ``gids`` on a copy; '' if the copy still runs with the same output shapes."""
+    """Cut ``amounts[g]`` units of each group ``g`` on a copy; '' if it still runs with the same output shapes."""
     twin = copy.deepcopy(model)
     try:
-        cut_(twin, graph, {g: [0] for g in gids})
+        plan = {g: _first_units(graph.group(g), k) for g, k in amounts.items()}
+        cut_(twin, graph, {g: u for g, u in plan.items() if u})
         outs = run_forward(twin, inputs, forward_fn, shape_only=True)
     except Exception as e:  # noqa: BLE001 - any failure of the cut model is the verdict we report
         return f"cutting it breaks the forward: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
@@ -62,25 +74,34 @@ def _probe(model: nn.Module, graph: DependencyGraph, gids: list[int], inputs: Se
 
 def verify_cuts_(model: nn.Module, graph: DependencyGraph, inputs: Sequence[Any],
                  forward_fn: ForwardFn | None) -> None:
-    """Mark not prunable every group whose cut breaks the model (found by bisection; usually one run)."""
+    """Mark not prunable every group whose cut breaks the model, found by bisection.
+
+    Two probes: every group loses one unit, then groups lose one or two units alternately, so that a width
+    the model's code ties between two groups (``x.reshape(B, y.shape[1], H, W)``) shows up as a break.
+    """
     shapes = [tuple(o.shape) for o in run_forward(model, inputs, forward_fn, shape_only=True)]
-    todo = [g.id for g in graph.prunable()]
     bad: dict[int, str] = {}
 
-    def search(gids: list[int]) -> None:
+    def search(amounts: dict[int, int], gids: list[int]) -> None:
         if not gids:
             return
-        why = _probe(model, graph, gids, inputs, forward_fn, shapes)
+        why = _probe(model, graph, {g: amounts[g] for g in gids}, inputs, forward_fn, shapes)
         if not why:
             return
         if len(gids) == 1:
             bad[gids[0]] = why
             return
         mid = len(gids) // 2
-        search(gids[:mid])
-        search(gids[mid:])
+        search(amounts, gids[:mid])
+        search(amounts, gids[mid:])
+        if not any(g in bad for g in gids):
+            for g in gids:  # only the combination breaks: refuse them all rather than guess
+                bad[g] = why
 
-    search(todo)
+    for spread in (False, True):
+        groups = [g for g in graph.prunable() if g.id not in bad]
+        amounts = {g.id: 1 + (i % 2 if spread and g.num_units > 2 else 0) for i, g in enumerate(groups)}
+        search(amounts, list(amounts))
     for g in graph.groups:
         if g.id in bad:
             g.prunable, g.reason = False, bad[g.id]

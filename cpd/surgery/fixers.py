@@ -81,6 +81,14 @@ def fix_layernorm(m: nn.LayerNorm, before: dict) -> None:
         m.normalized_shape = tuple(m.weight.shape)
 
 
+if hasattr(nn, "RMSNorm"):
+
+    @register_fixer(nn.RMSNorm)
+    def fix_rmsnorm(m: nn.Module, before: dict) -> None:
+        if m.weight is not None:
+            m.normalized_shape = tuple(m.weight.shape)
+
+
 @register_fixer(nn.GroupNorm)
 def fix_groupnorm(m: nn.GroupNorm, before: dict) -> None:
     if m.weight is not None:
