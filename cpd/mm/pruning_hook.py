@@ -56,7 +56,7 @@ from cpd.mm.build import example_inputs
 from cpd.mm.dist_sync import average_saliency_, check_same_, digest, removed_digest_input
 from cpd.mm.entry import seg_forward
 from cpd.mm.pruned import save_pruned_segmentor
-from cpd.mm.rebuild import kept_indices, prune_target, remap_optimizer_, rewrap_
+from cpd.mm.rebuild import kept_indices, prune_target, remap_optimizer_, rewrap_, unwrap
 from cpd.prune import PruneConfig, Pruner
 
 #: key of the hook's state in mmengine checkpoints.
@@ -289,7 +289,8 @@ class PruningHook(Hook):
         else:
             model, plan = self.pruner.export()
         cfg = runner.cfg
-        model_cfg = cfg.model.get("student") if cfg.model.get("type") == "Distiller" else cfg.model
+        distilling = isinstance(getattr(unwrap(runner.model), "student", None), torch.nn.Module)
+        model_cfg = cfg.model.get("student") if distilling else cfg.model
         imports = (cfg.get("custom_imports") or {}).get("imports", [])
         imports = [imports] if isinstance(imports, str) else list(imports)
         path = Path(self.out_dir or runner.work_dir) / name
