@@ -62,6 +62,9 @@ def test_bad_arguments_are_refused(kwargs: dict, match: str) -> None:
 def test_missing_prune_cfg_names_the_command(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="cpd comb"):
         PruningHook(prune_cfg=str(tmp_path / "deps.json"))
+    (tmp_path / "deps.json").write_text("{}")
+    with pytest.raises(ValueError, match="exclude"):
+        PruningHook(prune_cfg=str(tmp_path / "deps.json"), exclude=["decode_head"])
 
 
 def test_prune_cfg_of_another_model_is_refused(data: Path, tmp_path: Path) -> None:

@@ -138,6 +138,9 @@ class PruningHook(Hook):
                                         "with `cpd comb CONFIG --out deps.json`, or pass prune_cfg=None")
         if isinstance(exclude, str) or not all(isinstance(e, str) for e in exclude):
             raise ValueError(f"PruningHook: exclude={exclude!r} must be a list of parameter or module names")
+        if exclude and prune_cfg is not None:
+            raise ValueError(f"PruningHook: exclude={list(exclude)!r} applies when the hook combs the model "
+                             "(prune_cfg=None); with a dependency JSON, pass --exclude to `cpd comb` instead")
         if save_best is not None and (not isinstance(save_best, str) or not save_best):
             raise ValueError(f"PruningHook: save_best={save_best!r} must be a metric name, 'auto' or None")
         if rule not in RULES:
