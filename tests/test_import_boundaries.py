@@ -34,7 +34,7 @@ def _loaded_by(statement: str) -> set[str]:
 def _core_modules() -> list[str]:
     """``cpd`` and its torch-only subpackages that exist so far."""
     names = ["cpd", "cpd.cli", "cpd.check", "cpd.flops"]
-    for sub in ("graph", "surgery", "importance", "prune", "distill", "data"):
+    for sub in ("graph", "surgery", "importance", "prune", "distill", "data", "pipeline"):
         if importlib.util.find_spec(f"cpd.{sub}") is not None:
             names.append(f"cpd.{sub}")
     return names

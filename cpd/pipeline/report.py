@@ -1,0 +1,152 @@
+"""The summary stage's work: one table of the run, the sparsity curve, and the plots as PNG files.
+
+Inputs are the metrics the evaluate and export stages wrote (``metrics/evaluate.json``,
+``metrics/export.json``) and the DVCLive folders of the training runs.  Torch-free; matplotlib is
+imported only to draw.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("model", "sparsity", "mIoU", "params", "flops", "latency_ms")
+
+
+def summarize(evaluation: Mapping[str, Any], export: Mapping[str, Any]) -> dict[str, Any]:
+    """The run in one flat-ish table: each model's mIoU, params, FLOPs and latency, and the ratios.
+
+    Args:
+        evaluation: ``metrics/evaluate.json`` (``baseline``, ``pruned``, ``distilled``, ``thresholds``).
+        export: ``metrics/export.json`` (latency per model, ``speedup``, ``flops_ratio``).
+
+    Returns:
+        ``{"target", "baseline": {...}, "pruned": {...}, "distilled": {...}, "mIoU_drop", "speedup",
+        "flops_ratio", "params_ratio", "provider"}``; mIoU as a fraction, latency in ms (median at batch 1).
+    """
+    out: dict[str, Any] = {"target": evaluation.get("target")}
+    for name in ("baseline", "pruned", "distilled"):
+        m = evaluation[name]
+        row = {k: m[k] for k in ("mIoU", "aAcc", "params", "flops", "sparsity") if k in m}
+        lat = export.get("latency", {}).get("distilled" if name == "pruned" else name)
+        if lat is not None:
+            row["latency_ms"] = round(lat["median_ms"], 4)
+            row["latency_p90_ms"] = round(lat["p90_ms"], 4)
+        out[name] = row
+    base, final = evaluation["baseline"], evaluation["distilled"]
+    out["mIoU_drop"] = round(base["mIoU"] - final["mIoU"], 6)
+    out["params_ratio"] = round(base["params"] / final["params"], 4)
+    out["flops_ratio"] = export.get("flops_ratio", round(base["flops"] / final["flops"], 4))
+    out["speedup"] = export.get("speedup")
+    out["provider"] = export.get("provider")
+    return out
+
+
+def sparsity_rows(evaluation: Mapping[str, Any], export: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per model (baseline, the pruned model at each threshold, the distilled one), by sparsity.
+
+    Latency is known for the baseline, the distilled model (which the pruned model at the target
+    shares its architecture, hence its latency, with) and, when exported, the other thresholds.
+    """
+    latency = {k: v["median_ms"] for k, v in export.get("latency", {}).items()}
+    target = evaluation.get("target")
+    rows = [_row("baseline", evaluation["baseline"], latency.get("baseline"))]
+    for key, m in sorted(evaluation.get("thresholds", {}).items(), key=lambda kv: float(kv[0])):
+        name = f"pruned@{key}"
+        lat = latency.get("distilled") if target is not None and math.isclose(float(key), target) \
+            else latency.get(f"thr_{key}")
+        rows.append(_row(name, m, lat))
+    rows.append(_row("distilled", evaluation["distilled"], latency.get("distilled")))
+    return rows
+
+
+def _row(name: str, m: Mapping[str, Any], latency: float | None) -> dict[str, Any]:
+    return {"model": name, "sparsity": m["sparsity"], "mIoU": m["mIoU"], "params": m["params"],
+            "flops": m["flops"], "latency_ms": "" if latency is None else round(latency, 4)}
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """Write the rows with the header ``COLUMNS``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def read_curve(path: str | os.PathLike[str]) -> tuple[list[float], list[float]]:
+    """The ``(steps, values)`` of a DVCLive ``.tsv`` file (``step<TAB>value`` rows); empty if it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        return [], []
+    with path.open() as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if not rows:
+        return [], []
+    key = [k for k in rows[0] if k not in ("step", "timestamp")][-1]
+    return [float(r["step"]) for r in rows], [float(r[key]) for r in rows]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training(live_dirs: Mapping[str, str | os.PathLike[str]], path: str | os.PathLike[str]) -> Path:
+    """Training loss and validation mIoU of each run (one line per stage), from their DVCLive folders."""
+    plt = _pyplot()
+    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, folder in live_dirs.items():
+        metrics = Path(folder) / "plots" / "metrics"
+        steps, loss = read_curve(metrics / "train" / "loss.tsv")
+        if steps:
+            ax_loss.plot(steps, loss, label=name)
+        steps, miou = read_curve(metrics / "val" / "mIoU.tsv")
+        if steps:
+            ax_miou.plot(steps, miou, marker="o", label=name)
+    ax_loss.set(title="training loss", xlabel="iteration of the stage", yscale="log")
+    ax_miou.set(title="validation mIoU (%)", xlabel="iteration of the stage")
+    for ax in (ax_loss, ax_miou):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    return _save(fig, path)
+
+
+def plot_sparsity(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """mIoU, parameters and latency against sparsity (pruned models as circles, the distilled one a star)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    panels = (("mIoU", "mIoU", 1.0), ("params", "parameters (M)", 1e-6), ("latency_ms", "median latency (ms)", 1.0))
+    for ax, (key, label, scale) in zip(axes, panels):
+        pruned = [r for r in rows if r["model"] != "distilled" and r[key] != ""]
+        ax.plot([r["sparsity"] for r in pruned], [r[key] * scale for r in pruned], "o-", label="baseline / pruned")
+        final = [r for r in rows if r["model"] == "distilled" and r[key] != ""]
+        if final:
+            ax.plot([r["sparsity"] for r in final], [r[key] * scale for r in final], "*", markersize=14,
+                    label="distilled")
+        ax.set(xlabel="parameter sparsity", ylabel=label, title=f"{label} vs sparsity")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    # no timestamp in the file, so equal plots give equal bytes
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
