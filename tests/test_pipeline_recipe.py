@@ -83,6 +83,12 @@ def test_distill_config_trains_the_pruned_student_with_the_teacher(tmp_path: Pat
     assert cfg.default_hooks.checkpoint.interval == 400
 
 
+def test_later_stages_never_load_pretrained_backbone_weights(tmp_path: Path) -> None:
+    cfg = baseline_config(TrainParams(config=DEIT), "data/ade", tmp_path, tmp_path)
+    assert cfg.model.pretrained  # the baseline trains from the ImageNet weights, as in mmseg
+    assert model_only(cfg).model.pretrained is None and cfg.model.pretrained
+
+
 def test_the_trained_config_round_trips_through_a_file(tmp_path: Path) -> None:
     cfg = model_only(baseline_config(TrainParams(config=EMBEDDED), "d", tmp_path / "w", tmp_path / "l"))
     assert "work_dir" not in cfg and "load_from" not in cfg

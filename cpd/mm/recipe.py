@@ -20,7 +20,7 @@ from mmengine.config import Config, ConfigDict
 
 from cpd.graph.comb import comb
 from cpd.graph.group import DependencyGraph
-from cpd.mm.build import build_model, example_inputs, load_config
+from cpd.mm.build import _drop_checkpoints_, build_model, example_inputs, load_config
 from cpd.mm.entry import seg_forward
 from cpd.mm.train import expand_knobs
 from cpd.pipeline.params import CombParams, DistillParams, PruneParams, TrainParams
@@ -191,10 +191,15 @@ def distill_config(base: Config, params: DistillParams, baseline: str | os.PathL
 
 
 def model_only(cfg: Config) -> Config:
-    """The trained config stripped to what rebuilding and testing its model needs (no run state)."""
+    """The trained config without run state, its model without ``pretrained`` weights to load.
+
+    Every later stage loads the baseline's weights, so an ImageNet checkpoint named in the backbone
+    (``model.pretrained``, ``init_cfg=dict(type='Pretrained')``) is neither needed nor loaded.
+    """
     out = copy.deepcopy(cfg)
     for key in ("work_dir", "load_from", "resume", "experiment_name", "launcher"):
         out.pop(key, None)
+    _drop_checkpoints_(out.model)
     return out
 
 

@@ -1,0 +1,63 @@
+"""Stage ``summary``: one table of the run, the curves against sparsity, and the plots as PNG.
+
+Usage: python stages/summary.py EVALUATE_JSON EXPORT_JSON LIVE_DIRS PLOTS_DIR METRICS_JSON
+
+Reads no params.  LIVE_DIRS is a comma-separated list of ``name=folder`` DVCLive folders (the training
+runs).  Writes METRICS_JSON (mIoU, params, FLOPs and latency of the baseline, pruned and distilled
+models, the mIoU drop, the speed-up beside the FLOPs ratio), and in PLOTS_DIR ``sparsity.csv`` (one
+row per model), ``sparsity.png`` (mIoU, params and latency against sparsity) and ``training.png``
+(losses and validation mIoU of the training runs).  The PNG files are there because DVC's HTML plots
+load their renderer from a CDN.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cpd.pipeline.report import plot_sparsity, plot_training, sparsity_rows, summarize, write_csv
+from cpd.pipeline.stage import log, read_json, run_stage, write_json
+
+STAGE = "summary"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line (``sys.argv[1:]`` when ``argv`` is None)."""
+    parser = argparse.ArgumentParser(prog="stages/summary.py", description=__doc__.splitlines()[0])
+    parser.add_argument("evaluate", help="the evaluate stage's metrics JSON")
+    parser.add_argument("export", help="the export stage's metrics JSON")
+    parser.add_argument("live_dirs", help="name=folder,... of the DVCLive folders")
+    parser.add_argument("plots_dir", help="folder for sparsity.csv and the PNG files")
+    parser.add_argument("metrics", help="metrics JSON to write")
+    return parser.parse_args(argv)
+
+
+def work(args: argparse.Namespace) -> None:
+    """Merge the metrics and draw."""
+    evaluation, export = read_json(args.evaluate), read_json(args.export)
+    summary = summarize(evaluation, export)
+    rows = sparsity_rows(evaluation, export)
+    plots = Path(args.plots_dir)
+    write_csv(rows, plots / "sparsity.csv")
+    plot_sparsity(rows, plots / "sparsity.png")
+    live = dict(item.split("=", 1) for item in args.live_dirs.split(","))
+    plot_training(live, plots / "training.png")
+    write_json(args.metrics, summary)
+    b, d = summary["baseline"], summary["distilled"]
+    log(STAGE, f"baseline  mIoU {b['mIoU']:.4f}, {b['params']} params, {b['flops'] / 1e6:.1f} MFLOPs, "
+               f"{b.get('latency_ms', float('nan')):.3f} ms")
+    log(STAGE, f"distilled mIoU {d['mIoU']:.4f}, {d['params']} params, {d['flops'] / 1e6:.1f} MFLOPs, "
+               f"{d.get('latency_ms', float('nan')):.3f} ms (sparsity {d['sparsity']:.3f})")
+    log(STAGE, f"mIoU drop {summary['mIoU_drop'] * 100:.2f} points; speed-up {summary['speedup']}x, "
+               f"FLOPs ratio {summary['flops_ratio']}x")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the stage; return the exit code."""
+    args = parse_args(argv)
+    return run_stage(STAGE, lambda: work(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

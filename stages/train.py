@@ -1,0 +1,86 @@
+"""Stage ``train``: the baseline model, which is also the teacher of the later stages.
+
+Usage: python stages/train.py DATA_DIR OUT_DIR METRICS_JSON
+
+Reads the ``train`` section of params.yaml.  Trains ``train.config`` on the data of DATA_DIR (or, with
+``train.checkpoint`` set, takes that checkpoint instead of training) and writes to OUT_DIR:
+``baseline.pth`` (weights only), ``config.py`` (the config as trained: the model every later stage
+rebuilds, the data, the evaluator), ``dvclive/`` (training curves) and ``work/`` (mmengine's log and
+checkpoint).  METRICS_JSON gets the iterations, the time and the last validation mIoU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from cpd.pipeline.dataset import read_dataset
+from cpd.pipeline.params import TrainParams, read_section
+from cpd.pipeline.stage import log, run_stage, write_json
+
+STAGE = "train"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line (``sys.argv[1:]`` when ``argv`` is None)."""
+    parser = argparse.ArgumentParser(prog="stages/train.py", description=__doc__.splitlines()[0])
+    parser.add_argument("data_dir", help="the data stage's output folder")
+    parser.add_argument("out_dir", help="output folder")
+    parser.add_argument("metrics", help="metrics JSON to write")
+    return parser.parse_args(argv)
+
+
+def last_checkpoint(work: Path, max_iters: int) -> Path:
+    """The checkpoint mmengine wrote last in ``work``."""
+    pointer = work / "last_checkpoint"
+    if pointer.is_file() and Path(pointer.read_text().strip()).is_file():
+        return Path(pointer.read_text().strip())
+    return work / f"iter_{max_iters}.pth"
+
+
+def last_val(live_dir: Path) -> dict[str, float]:
+    """The last validation metrics DVCLive recorded, as fractions."""
+    path = live_dir / "metrics.json"
+    val = json.loads(path.read_text()).get("val", {}) if path.is_file() else {}
+    return {f"val_{k}": round(v / 100.0, 6) for k, v in val.items() if k in ("mIoU", "aAcc")}
+
+
+def work(args: argparse.Namespace) -> None:
+    """Validate the params, then train (or take the given checkpoint)."""
+    params: TrainParams = read_section(STAGE)
+    from cpd.mm.evaluation import save_baseline
+    from cpd.mm.launch import run_config
+    from cpd.mm.recipe import baseline_config, dump_config, model_only
+
+    out = Path(args.out_dir)
+    data_root = read_dataset(args.data_dir)["data_root"]
+    cfg = baseline_config(params, data_root, out / "work", out / "dvclive")
+    start = time.perf_counter()
+    metrics: dict[str, object] = {"trained": params.checkpoint is None}
+    if params.checkpoint is None:
+        log(STAGE, f"training {params.config} for {params.max_iters} iterations on {params.gpus} process(es)")
+        run_config(cfg, params.gpus)
+        source = last_checkpoint(out / "work", params.max_iters)
+        metrics.update({"iters": params.max_iters, "seconds": round(time.perf_counter() - start, 1),
+                        **last_val(out / "dvclive")})
+    else:
+        log(STAGE, f"using the checkpoint {params.checkpoint} (no training)")
+        source = Path(params.checkpoint)
+    model = save_baseline(cfg, source, out / "baseline.pth", meta={"config": params.config, "from": str(source)})
+    dump_config(model_only(cfg), out / "config.py")
+    metrics["params"] = sum(p.numel() for p in model.parameters())
+    log(STAGE, f"baseline: {metrics['params']} parameters -> {out / 'baseline.pth'}")
+    write_json(args.metrics, metrics)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the stage; return the exit code."""
+    args = parse_args(argv)
+    return run_stage(STAGE, lambda: work(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
