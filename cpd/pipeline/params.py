@@ -237,8 +237,8 @@ class DistillParams(Section):
     """``distill``: KD fine-tuning of the pruned student from the baseline teacher."""
 
     NAME = "distill"
-    max_iters: int = spec(600, integer(1))
-    val_interval: int = spec(200, integer(1))
+    max_iters: int = spec(500, integer(1))
+    val_interval: int = spec(250, integer(1))
     lr: float = spec(5e-4, real(0.0, low_open=True))
     warmup_iters: int = spec(20, integer(0))
     temperature: float = spec(2.0, real(0.0, low_open=True))
