@@ -41,7 +41,7 @@ SLOW_MODELS = [
 
 
 #: families whose pruned model also goes through ONNX export + onnxruntime in the default run
-ONNX_FAMILIES = {"vit", "swin", "segformer", "pspnet"}
+ONNX_FAMILIES = {"vit", "segformer", "pspnet"}
 
 
 def _check(config: str, size: int):

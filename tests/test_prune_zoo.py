@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from cpd import load_deps, save_deps
-from cpd.graph.comb import run_forward
+from cpd.graph.comb import comb, run_forward
 from cpd.prune import PruneConfig, Pruner, load_pruned, save_pruned
 from zoo import ZOO, ZooCase
 
@@ -154,10 +154,18 @@ def test_materialize_in_place_matches_the_masked_model(name: str) -> None:
     opt.step()
 
 
-def test_guard_freezes_groups_whose_cut_breaks_the_model() -> None:
-    """``c`` of ``reshape(b, c, h, w)`` comes from the patch conv: its group and fc's are tied by code only."""
+def test_comb_verification_refuses_groups_tied_by_code() -> None:
+    """``c`` of ``reshape(b, c, h, w)`` comes from the patch conv: comb's unequal-cut probe finds the tie."""
     case = ZOO["token_round_trip"]
-    model, pruner, opt = start_run(case)
+    graph = comb(case.build(), case.inputs())
+    tied = [g for g in graph.groups if "breaks the forward" in g.reason]
+    assert len(tied) >= 2
+
+
+def test_guard_freezes_groups_whose_cut_breaks_the_model() -> None:
+    """Second line of defence: with comb's verification skipped, the pruner's guard finds the same tie."""
+    case = ZOO["token_round_trip"]
+    model, pruner, opt = start_run(case, graph=comb(case.build(), case.inputs(), verify=False))
     with pytest.warns(UserWarning, match="is frozen: cutting it breaks the forward"):
         train(model, pruner, opt, case, 0, ITERS)
     assert pruner.frozen and all("breaks the forward" in why for why in pruner.frozen.values())
