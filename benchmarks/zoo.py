@@ -5,7 +5,7 @@ config with dataset- and schedule-specific keys removed (``num_classes``, checkp
 data preprocessor size), and one config per architecture is checked.  Each check runs in its own
 subprocess with a time limit; results are appended to a JSON-lines cache, so an interrupted sweep resumes.
 
-    python benchmarks/zoo.py [--limit N] [--timeout 300] [--cache benchmarks/results/zoo.jsonl]
+    python benchmarks/zoo.py [--limit N] [--timeout 300] [--shard I/N] [--cache benchmarks/results/zoo.jsonl]
 """
 from __future__ import annotations
 
@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=int, default=600, help="seconds per architecture")
     ap.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / "results" / "zoo.jsonl")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "zoo.md")
+    ap.add_argument("--shard", default="0/1", help="I/N: check every N-th architecture starting at I (parallel runs)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
@@ -148,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             row = json.loads(line)
             done[row["config"]] = row
     todo = [cfgs[0] for cfgs in archs.values() if cfgs[0] not in done]
+    index, count = (int(v) for v in args.shard.split("/"))
+    todo = todo[index::count]
     if args.limit:
         todo = todo[: args.limit]
     for i, config in enumerate(todo):
