@@ -105,14 +105,14 @@ def plot_training(live_dirs: Mapping[str, str | os.PathLike[str]], path: str | o
     """Training loss and validation mIoU of each run (one line per stage), from their DVCLive folders."""
     plt = _pyplot()
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for name, folder in live_dirs.items():
-        metrics = Path(folder) / "plots" / "metrics"
+    for i, (name, folder) in enumerate(live_dirs.items()):
+        metrics, color = Path(folder) / "plots" / "metrics", f"C{i}"  # one colour per run in both panels
         steps, loss = read_curve(metrics / "train" / "loss.tsv")
         if steps:
-            ax_loss.plot(steps, loss, label=name)
+            ax_loss.plot(steps, loss, color=color, label=name)
         steps, miou = read_curve(metrics / "val" / "mIoU.tsv")
         if steps:
-            ax_miou.plot(steps, miou, marker="o", label=name)
+            ax_miou.plot(steps, miou, color=color, marker="o", label=name)
     ax_loss.set(title="training loss", xlabel="iteration of the stage", yscale="log")
     ax_miou.set(title="validation mIoU (%)", xlabel="iteration of the stage")
     for ax in (ax_loss, ax_miou):
