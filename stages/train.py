@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cpd.pipeline.dataset import read_dataset
-from cpd.pipeline.params import TrainParams, read_section
+from cpd.pipeline.params import ParamsError, TrainParams, read_section
 from cpd.pipeline.stage import log, run_stage, write_json
 
 STAGE = "train"
@@ -48,9 +48,22 @@ def last_val(live_dir: Path) -> dict[str, float]:
     return {f"val_{k}": round(v / 100.0, 6) for k, v in val.items() if k in ("mIoU", "aAcc")}
 
 
+def check_paths(params: TrainParams) -> None:
+    """The config must be a file or a shipped mmseg config, the checkpoint (if any) a file."""
+    from cpd.mm import resolve_config
+
+    try:
+        resolve_config(params.config)
+    except FileNotFoundError as e:
+        raise ParamsError(f"train.config={params.config!r}: {e}") from None
+    if params.checkpoint is not None and not Path(params.checkpoint).is_file():
+        raise ParamsError(f"train.checkpoint={params.checkpoint!r}: no such file (null: train the baseline)")
+
+
 def work(args: argparse.Namespace) -> None:
     """Validate the params, then train (or take the given checkpoint)."""
     params: TrainParams = read_section(STAGE)
+    check_paths(params)
     from cpd.mm.evaluation import save_baseline
     from cpd.mm.launch import run_config
     from cpd.mm.recipe import baseline_config, dump_config, model_only

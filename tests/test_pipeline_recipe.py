@@ -1,11 +1,13 @@
 """The pipeline's training configs: baseline, pruning (PruningHook) and distillation (Distiller), built from params."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("mmseg")
+yaml = pytest.importorskip("yaml")
 
 from mmengine.config import Config  # noqa: E402
 
@@ -94,3 +96,26 @@ def test_the_trained_config_round_trips_through_a_file(tmp_path: Path) -> None:
     assert "work_dir" not in cfg and "load_from" not in cfg
     again = Config.fromfile(str(dump_config(cfg, tmp_path / "config.py")))
     assert again.model == cfg.model and again.train_dataloader == cfg.train_dataloader
+
+
+def _stage(name: str):
+    spec = importlib.util.spec_from_file_location(f"cpd_stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"config": "configs/nope.py"}, "train.config='configs/nope.py': config 'configs/nope.py' is neither a file"),
+    ({"checkpoint": "nowhere.pth"}, "train.checkpoint='nowhere.pth': no such file"),
+    ({"max_iters": 0}, "train.max_iters=0: must be an integer >= 1"),
+])
+def test_train_stage_refuses_bad_params_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture, change: dict,
+                                                        message: str) -> None:
+    params = {"train": {**TrainParams(config=EMBEDDED).to_dict(), **change}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    code = _stage("train").main(["no-data", "out", "metrics.json"])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "metrics.json").exists()
