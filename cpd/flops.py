@@ -101,14 +101,7 @@ def count_param_macs(model: nn.Module, inputs: Sequence[Any],
     storages: dict[int, str] = {}
     for name, p in model.named_parameters():
         storages.setdefault(p.untyped_storage().data_ptr(), name)
-    counter = ParamMacCounter(storages)
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), counter:
-            forward_fn(model, *inputs) if forward_fn else model(*inputs)
-    finally:
-        model.train(was)
+    counter = _run(ParamMacCounter(storages), model, inputs, forward_fn)
     return counter.by_param, counter.macs
 
 
@@ -119,7 +112,12 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, inputs: Sequence[Any], forward_fn: Callable[..., Any] | None = None) -> int:
     """Multiply-accumulates of one eval forward on ``inputs`` (per batch, as given)."""
-    counter = MacCounter()
+    return _run(MacCounter(), model, inputs, forward_fn).macs
+
+
+def _run(counter: MacCounter, model: nn.Module, inputs: Sequence[Any],
+         forward_fn: Callable[..., Any] | None) -> MacCounter:
+    """One eval forward without gradients under ``counter``; the model's mode is restored."""
     was = model.training
     model.eval()
     try:
@@ -127,4 +125,4 @@ def count_macs(model: nn.Module, inputs: Sequence[Any], forward_fn: Callable[...
             forward_fn(model, *inputs) if forward_fn else model(*inputs)
     finally:
         model.train(was)
-    return counter.macs
+    return counter
