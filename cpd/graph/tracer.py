@@ -88,18 +88,21 @@ class TraceContext:
             return []
         if not self.tracer.calls or self.tracer.calls[-1] not in ("view", "reshape"):
             return []  # a view made inside another operator, not spelled by the model's code
-        axes = []
+        refs = []
         for attr, value in vars(mod).items():
             if attr.startswith("_") or isinstance(value, bool):
                 continue
             if isinstance(value, int) and value == size:
-                axes.append(self.space.new_axis(AxisRef(f"{self.module}:{attr}", 0, "attr"), size))
+                refs.append(AxisRef(f"{self.module}:{attr}", 0, "attr"))
             elif isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
                 hits = [i for i, v in enumerate(value) if v == size and not isinstance(v, bool)]
                 if len(hits) == 1:
-                    ref = AxisRef(f"{self.module}:{attr}[{hits[0]}]", 0, "attr")
-                    axes.append(self.space.new_axis(ref, size))
-        return axes
+                    refs.append(AxisRef(f"{self.module}:{attr}[{hits[0]}]", 0, "attr"))
+        if len(refs) != 1:
+            # several attributes hold this number (num_heads == head_dim == 32): guessing could shrink the
+            # wrong one; leave them all, and let the cut verification refuse the group if it breaks
+            return []
+        return [self.space.new_axis(refs[0], size)]
 
 
 class LabelTracer(TorchDispatchMode):
