@@ -92,6 +92,20 @@ def check_one(config: str) -> dict:
     return row
 
 
+def _short_reason(reason: str) -> str:
+    """The gist of a skip reason: which package or operator is missing, or which call failed."""
+    for key, text in (("mmpretrain", "needs mmpretrain (which needs torchvision, not importable beside this torch)"),
+                      ("mmdet", "needs mmdet, not installed"),
+                      ("in_channels", "needs mmdet's modules (not installed)"),
+                      ("compiled op", "needs a compiled mmcv op (mmcv-lite has none)"),
+                      ("deep_supervision", "its head runs only in predict mode with data samples"),
+                      ("optional.txt", "needs optional packages (stable diffusion)"),
+                      ("got tuple", "its cascade head takes point samples, not a tensor forward")):
+        if key in reason:
+            return text
+    return reason.split(": ", 1)[-1][:120]
+
+
 def write_markdown(rows: list[dict], archs: dict[str, list[str]], path: Path) -> None:
     """docs/zoo.md: a summary and one row per architecture."""
     done = [r for r in rows if r["status"] in ("pass", "fail")]
@@ -109,7 +123,15 @@ def write_markdown(rows: list[dict], archs: dict[str, list[str]], path: Path) ->
         "",
         f"- architectures: {len(archs)} ({sum(len(v) for v in archs.values())} configs)",
         f"- checked: {len(done)}; **pass: {len(passed)} ({100 * len(passed) / max(len(done), 1):.1f}% of checked)**",
-        f"- not checkable here: {len(skipped)} (the model does not build or run on CPU with mmcv-lite, or timed out)",
+        f"- not checkable here: {len(skipped)} (the model does not build, or its heads do not run a plain "
+        "tensor forward, on CPU with mmcv-lite):",
+    ]
+    reasons: dict[str, list[str]] = {}
+    for r in skipped:
+        reasons.setdefault(_short_reason(str(r.get("reason", r["status"]))), []).append(r["family"])
+    for reason, fams in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
+        lines.append(f"  - {len(fams)} ({', '.join(sorted(set(fams)))}): {reason}")
+    lines += [
         "",
         "| config | family | size | groups (prunable) | params M before → after | GMACs before → after | result |",
         "|---|---|---|---|---|---|---|",
