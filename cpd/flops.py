@@ -17,10 +17,11 @@ def _prod(xs: Sequence[int]) -> int:
 
 def _macs(name: str, args: tuple, out: Any) -> int:
     if name == "convolution":
-        x, w, transposed, groups = args[0], args[1], bool(args[6]), int(args[8])
+        # every output (input, when transposed) element takes one MAC per weight element of its group
+        x, w, transposed = args[0], args[1], bool(args[6])
         k = _prod(w.shape[2:])
         if transposed:
-            return _prod(x.shape) * (w.shape[1]) * k
+            return _prod(x.shape) * w.shape[1] * k
         return _prod(out.shape) * w.shape[1] * k
     if name in ("mm", "bmm"):
         return _prod(out.shape) * args[0].shape[-1]

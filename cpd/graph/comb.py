@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_flatten
 
 from cpd.graph.group import DependencyGraph, build_groups, fingerprint
 from cpd.graph.labels import AxisRef
