@@ -14,13 +14,7 @@ from cpd.prune import PruneConfig, Pruner, load_pruned, save_pruned
 from zoo import ZOO
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models run fastest on one thread, and a busy machine is not oversubscribed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("kwargs, match", [

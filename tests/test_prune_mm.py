@@ -14,16 +14,7 @@ from cpd.mm import build_model, example_inputs, load_config, seg_forward  # noqa
 from cpd.prune import PruneConfig, Pruner, load_pruned, save_pruned  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models run fastest on one thread, and a busy machine is not oversubscribed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-pytestmark = pytest.mark.mm
+pytestmark = [pytest.mark.mm, pytest.mark.usefixtures("one_thread")]
 
 SIZE = (64, 64)
 SEGFORMER = "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"

@@ -12,13 +12,7 @@ from cpd.prune.schedule import Limits, effective_round_to, group_blocks
 from zoo import ZOO
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models run fastest on one thread, and a busy machine is not oversubscribed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def conv_net() -> nn.Module:

@@ -15,18 +15,9 @@ from cpd.prune import PruneConfig, Pruner, load_pruned, save_pruned
 from zoo import ZOO, ZooCase
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models run fastest on one thread, and a busy machine is not oversubscribed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 CASES = pytest.mark.parametrize("case", list(ZOO.values()), ids=list(ZOO))
 # token_round_trip reshapes with a width read from another tensor; the cut guard freezes those groups
-pytestmark = pytest.mark.filterwarnings("ignore:group .* is frozen:UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:group .* is frozen:UserWarning"), pytest.mark.usefixtures("one_thread")]
 CONFIG = PruneConfig(criterion="hessian", interval=2, thresholds=(0.15, 0.3), step_fraction=0.1, round_to=2)
 ITERS = 8  # four pruning steps
 
