@@ -10,9 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,9 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-ForwardFn = Callable[..., Any]
+from cpd.files import write_atomic
+from cpd.graph.forward import ForwardFn, call_model
+
 Inputs = torch.Tensor | Sequence[torch.Tensor]
 
 _NOISY_LOGGERS = ("torch.onnx._internal.exporter._registration", "onnxscript.optimizer._constant_folding")
@@ -79,8 +80,7 @@ class TupleOutputs(nn.Module):
         Raises:
             TypeError: the outputs hold something other than tensors, or no tensor at all.
         """
-        out = self.forward_fn(self.model, *inputs) if self.forward_fn else self.model(*inputs)
-        leaves = tree_flatten(out)[0]
+        leaves = tree_flatten(call_model(self.model, inputs, self.forward_fn))[0]
         if not leaves or not all(isinstance(leaf, torch.Tensor) for leaf in leaves):
             kinds = sorted({type(leaf).__name__ for leaf in leaves})
             raise TypeError(f"the model must return tensors (possibly nested in lists/tuples), got {kinds}")
@@ -161,8 +161,6 @@ def export_onnx(
     """
     onnx = require("onnx")
     require("onnxscript")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     example = export_inputs(inputs)
     batch = torch.export.Dim("batch", min=1)
     wrapper = TupleOutputs(model, forward_fn)
@@ -180,17 +178,12 @@ def export_onnx(
             dynamic_shapes=(tuple({0: batch} for _ in example),),
             verbose=False,
         )
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+
+    def save_checked(tmp: Path) -> None:
         onnx.save_model(program.model_proto, tmp)
         onnx.checker.check_model(str(tmp), full_check=True)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return write_atomic(path, save_checked)
 
 
 @contextlib.contextmanager

@@ -25,23 +25,20 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 from torch import nn
 
+from cpd.files import DocKind, write_json_atomic
 from cpd.graph.group import DependencyGraph, Group, Member, fingerprint
 
-FORMAT = "cpd-deps"
-VERSION = 1
+DEPS = DocKind("cpd-deps", 1, "dependency file")
 
 
 def graph_to_dict(graph: DependencyGraph) -> dict:
     """The JSON-ready form of a dependency graph."""
     return {
-        "format": FORMAT,
-        "version": VERSION,
+        **DEPS.header(),
         "fingerprint": graph.fingerprint,
         "input_shapes": graph.input_shapes,
         "groups": [
@@ -60,10 +57,7 @@ def graph_from_dict(data: dict) -> DependencyGraph:
     Raises:
         ValueError: not a cpd dependency file, or a version this code cannot read.
     """
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"not a cpd dependency file (format is {data.get('format') if isinstance(data, dict) else type(data).__name__!r}, expected {FORMAT!r})")
-    if data.get("version") != VERSION:
-        raise ValueError(f"dependency file version {data.get('version')!r} is not supported; this cpd reads version {VERSION}")
+    DEPS.check(data)
     groups = [
         Group(id=g["id"], num_units=g["num_units"], prunable=g["prunable"], reason=g["reason"], kind=g["kind"],
               normalized=g.get("normalized", False),
@@ -73,20 +67,6 @@ def graph_from_dict(data: dict) -> DependencyGraph:
     ]
     return DependencyGraph(groups=groups, fingerprint=data["fingerprint"], input_shapes=data.get("input_shapes", []),
                            notes=data.get("notes", {}))
-
-
-def write_json_atomic(obj: dict, path: str | os.PathLike) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename, so no half-written file is ever seen."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_deps(graph: DependencyGraph, path: str | os.PathLike) -> None:

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from cpd.files import DocKind, write_atomic
 from cpd.graph.group import DependencyGraph
 from cpd.prune.plan import apply_plan_, check_plan, plan_removed, read_plan
 
-FORMAT = "cpd-pruned"
-VERSION = 1
+PRUNED = DocKind("cpd-pruned", 1, "pruned checkpoint")
 
 
 def save_pruned(model: nn.Module, plan: Mapping | str | os.PathLike, path: str | os.PathLike) -> None:
@@ -40,18 +38,8 @@ def save_pruned(model: nn.Module, plan: Mapping | str | os.PathLike, path: str |
     """
     plan = read_plan(plan)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
-    ckpt = {"format": FORMAT, "version": VERSION, "plan": json.dumps(plan, separators=(",", ":")),
-            "state_dict": state}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    ckpt = {**PRUNED.header(), "plan": json.dumps(plan, separators=(",", ":")), "state_dict": state}
+    write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -60,12 +48,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
     Raises:
         ValueError: the file is not a cpd pruned checkpoint of a supported version.
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path} is not a cpd pruned checkpoint (format {found!r}, expected {FORMAT!r})")
-    if ckpt.get("version") != VERSION:
-        raise ValueError(f"{path}: checkpoint version {ckpt.get('version')!r} is not supported (reads {VERSION})")
+    ckpt = PRUNED.check(torch.load(path, map_location="cpu", weights_only=True), os.fspath(path))
     return read_plan(ckpt["plan"]), ckpt["state_dict"]
 
 
@@ -93,7 +76,7 @@ def _load_weights(weights: Mapping[str, torch.Tensor] | str | os.PathLike) -> Ma
     if isinstance(weights, Mapping):
         return weights
     loaded = torch.load(weights, map_location="cpu", weights_only=True)
-    if isinstance(loaded, dict) and loaded.get("format") == FORMAT:
+    if isinstance(loaded, dict) and loaded.get("format") == PRUNED.format:
         return loaded["state_dict"]
     if not isinstance(loaded, dict):
         raise ValueError(f"{weights} holds a {type(loaded).__name__}, expected a state dict")

@@ -23,13 +23,13 @@ from typing import Any
 
 from torch import nn
 
-from cpd.graph.deps_io import graph_from_dict, graph_to_dict, write_json_atomic
+from cpd.files import DocKind, write_json_atomic
+from cpd.graph.deps_io import graph_from_dict, graph_to_dict
 from cpd.graph.group import DependencyGraph, fingerprint
 from cpd.surgery import cut_, prepare_
 from cpd.surgery.cut import validate_plan
 
-FORMAT = "cpd-plan"
-VERSION = 1
+PLAN = DocKind("cpd-plan", 1, "plan")
 
 
 def make_plan(graph: DependencyGraph, removed: Mapping[int, Sequence[int]], summary: Mapping[str, Any] | None = None
@@ -40,7 +40,7 @@ def make_plan(graph: DependencyGraph, removed: Mapping[int, Sequence[int]], summ
         ValueError: the removal does not fit the graph.
     """
     checked = validate_plan(graph, removed)
-    return {"format": FORMAT, "version": VERSION, "fingerprint": graph.fingerprint,
+    return {**PLAN.header(), "fingerprint": graph.fingerprint,
             "removed": {str(g): [int(u) for u in units] for g, units in sorted(checked.items())},
             "summary": dict(summary or {}), "graph": graph_to_dict(graph)}
 
@@ -56,11 +56,7 @@ def read_plan(plan: Mapping | str | os.PathLike) -> dict:
         plan = json.loads(Path(plan).read_text())
     elif isinstance(plan, str):
         plan = json.loads(plan)
-    if not isinstance(plan, Mapping) or plan.get("format") != FORMAT:
-        found = plan.get("format") if isinstance(plan, Mapping) else type(plan).__name__
-        raise ValueError(f"not a cpd plan (format is {found!r}, expected {FORMAT!r})")
-    if plan.get("version") != VERSION:
-        raise ValueError(f"plan version {plan.get('version')!r} is not supported; this cpd reads version {VERSION}")
+    PLAN.check(plan)
     keys = ["format", "version", "fingerprint", "removed", "graph"]
     for key in keys:
         if key not in plan:
