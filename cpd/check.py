@@ -2,7 +2,7 @@
 
 Invariants, each reported separately:
 - the pruned model's outputs keep their shapes;
-- they equal the unpruned model's outputs with the removed units made dead (``cpd.graph.masked``);
+- they equal the unpruned model's outputs with the removed units made dead (``cpd.graph.reference``);
 - forward + backward of the pruned model run and give finite gradients;
 - optionally, the pruned model exports to ONNX and onnxruntime agrees with torch.
 """
@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
+from cpd.combing import comb
 from cpd.flops import count_macs, count_params
-from cpd.graph.comb import comb, run_forward
+from cpd.graph.forward import call_model, output_tensors, run_forward
 from cpd.graph.group import DependencyGraph
-from cpd.graph.masked import masked_forward
+from cpd.graph.reference import masked_forward
 from cpd.surgery.cut import cut_
 
 
@@ -81,8 +81,7 @@ def random_plan(graph: DependencyGraph, ratio: float, seed: int = 0) -> dict[int
 
 def _backward_ok(model: nn.Module, inputs: Sequence[Any], forward_fn: Callable[..., Any] | None) -> str:
     model.zero_grad(set_to_none=True)
-    out = forward_fn(model, *inputs) if forward_fn else model(*inputs)
-    outs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor) and o.is_floating_point()]
+    outs = [o for o in output_tensors(call_model(model, inputs, forward_fn)) if o.is_floating_point()]
     sum(o.float().square().mean() for o in outs).backward()
     bad = [n for n, p in model.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
     if bad:
@@ -164,7 +163,7 @@ def check(model: nn.Module, inputs: Sequence[Any], forward_fn: Callable[..., Any
     except Exception as e:  # noqa: BLE001
         rep.fail(f"backward failed: {type(e).__name__}: {e}")
     if onnx:
-        from cpd.export.onnx_check import onnx_roundtrip
+        from cpd.export.deploy import onnx_roundtrip
 
         rep.onnx = onnx_roundtrip(pruned, inputs, forward_fn)
         if not rep.onnx.get("ok"):

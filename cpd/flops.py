@@ -10,6 +10,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
+from cpd.graph.forward import call_model
+
 
 def _prod(xs: Sequence[int]) -> int:
     return int(math.prod(xs))
@@ -123,7 +125,7 @@ def _run(counter: MacCounter, model: nn.Module, inputs: Sequence[Any],
     model.eval()
     try:
         with torch.no_grad(), counter:
-            forward_fn(model, *inputs) if forward_fn else model(*inputs)
+            call_model(model, inputs, forward_fn)
     finally:
         model.train(was)
     return counter

@@ -17,6 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from cpd.graph.fields import Field, align
+from cpd.graph.forward import call_model
 from cpd.graph.labels import AxisRef, LabelSpace
 from cpd.graph.rules import rule_for
 
@@ -240,7 +241,7 @@ def run_traced(model: nn.Module, tracer: LabelTracer, inputs: tuple[Any, ...],
             try:
                 with torch.no_grad(), torch.random.fork_rng(devices=[]), CallStack(tracer), tracer:
                     torch.manual_seed(0)  # models that draw random numbers in forward draw the same ones
-                    outputs.append(forward_fn(model, *inputs) if forward_fn else model(*inputs))
+                    outputs.append(call_model(model, inputs, forward_fn))
             except Exception:
                 if not train or len(modes) == 1:
                     raise
