@@ -3,7 +3,7 @@
 The core (this package, minus ``cpd.mm`` and ``cpd.export``) needs torch and numpy only.
 """
 from cpd.graph import DependencyGraph, Group, Member, fingerprint
-from cpd.graph.comb import comb
+from cpd.combing import comb
 from cpd.graph.deps_io import load_deps, save_deps
 from cpd.surgery import cut_, prepare_
 from cpd.prune import (IMPORTANCES, PruneConfig, Pruner, load_pruned, register_importance,

@@ -22,16 +22,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
     ({"thresholds": (0.0,)}, r"0.0 is not a sparsity in \(0, 1\)"),
     ({"thresholds": 1.0}, r"1.0 is not a sparsity in \(0, 1\)"),
     ({"thresholds": (-0.1, 0.5)}, r"-0.1 is not a sparsity"),
-    ({"thresholds": (0.5, 0.3)}, r"thresholds=\[0.5, 0.3\] must be strictly ascending"),
+    ({"thresholds": (0.5, 0.3)}, r"thresholds=\[0.5, 0.3\]: must be strictly ascending"),
     ({"thresholds": (0.3, 0.3)}, r"strictly ascending"),
     ({"thresholds": ()}, r"non-empty"),
-    ({"criterion": "hesian"}, r"criterion='hesian' is not a registered importance; choose one of \[.*'hessian'"),
-    ({"metric": "macs"}, r"metric='macs' is not supported; choose one of \['params', 'flops', 'channels'\]"),
-    ({"interval": 0}, r"interval=0 must be an integer >= 1"),
-    ({"round_to": 2.5}, r"round_to=2.5 must be an integer >= 1"),
-    ({"step_fraction": 0.0}, r"step_fraction=0.0 must be in \(0, 1\]"),
-    ({"min_keep": 1.0}, r"min_keep=1.0 must be in \[0, 1\)"),
-    ({"seed": "x"}, r"seed='x' must be an integer"),
+    ({"criterion": "hesian"}, r"criterion='hesian': not a registered importance; choose one of \[.*'hessian'"),
+    ({"metric": "macs"}, r"metric='macs': not supported; choose one of \['params', 'flops', 'channels'\]"),
+    ({"interval": 0}, r"interval=0: must be an integer >= 1"),
+    ({"round_to": 2.5}, r"round_to=2.5: must be an integer >= 1"),
+    ({"step_fraction": 0.0}, r"step_fraction=0.0: must be in \(0, 1\]"),
+    ({"min_keep": 1.0}, r"min_keep=1.0: must be in \[0, 1\)"),
+    ({"seed": "x"}, r"seed='x': must be an integer"),
 ])
 def test_bad_config(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -139,3 +139,11 @@ def test_pruner_state_from_elsewhere() -> None:
         a.load_state_dict(state)
     with pytest.raises(ValueError, match="not a cpd pruner state"):
         a.load_state_dict({"masks": {}})
+
+
+def test_an_exclude_that_matches_nothing_is_refused() -> None:
+    case = ZOO["residual_blocks"]
+    with pytest.raises(ValueError, match=r"exclude=\['no_such_module'\] matches no parameter or module"):
+        comb(case.build(), case.inputs(), exclude=["stem", "no_such_module"])
+    graph = comb(case.build(), case.inputs(), exclude=["stem"])
+    assert any("excluded by the user" in g.reason for g in graph.groups)

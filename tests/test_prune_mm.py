@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("mmseg")
 
-from cpd.graph.comb import run_forward  # noqa: E402
+from cpd.graph.forward import run_forward  # noqa: E402
 from cpd.mm import build_model, example_inputs, load_config, seg_forward  # noqa: E402
 from cpd.prune import PruneConfig, Pruner, load_pruned, save_pruned  # noqa: E402
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from cpd import load_deps, save_deps
-from cpd.graph.comb import comb, run_forward
+from cpd.combing import comb
+from cpd.graph.forward import run_forward
 from cpd.prune import PruneConfig, Pruner, load_pruned, save_pruned
 from zoo import ZOO, ZooCase
 

@@ -21,10 +21,8 @@ from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from cpd.graph.group import DependencyGraph
+from cpd.surgery.cut import KeptSlices
 
-#: parameter name -> [(axis, indices kept along it)]
-Cuts = dict[str, list[tuple[int, np.ndarray]]]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -39,20 +37,6 @@ def prune_target(model: nn.Module) -> nn.Module:
     return student if isinstance(student, nn.Module) else base
 
 
-def kept_indices(graph: DependencyGraph, removed: Mapping[int, list[int]]) -> Cuts:
-    """For every parameter a removal touches, the indices each of its axes keeps (as ``cpd.cut_`` slices)."""
-    cuts: Cuts = {}
-    for gid, units in removed.items():
-        if not len(units):
-            continue
-        for m in graph.group(int(gid)).members:
-            if m.kind != "param":
-                continue
-            keep = np.setdiff1d(np.arange(len(m.unit)), m.indices(units))
-            cuts.setdefault(m.name, []).append((m.dim, keep))
-    return cuts
-
-
 def _slice(value: Any, old: torch.Tensor, cuts: list[tuple[int, np.ndarray]], name: str, key: str) -> Any:
     if not isinstance(value, torch.Tensor) or value.dim() == 0:
         return value
@@ -65,14 +49,14 @@ def _slice(value: Any, old: torch.Tensor, cuts: list[tuple[int, np.ndarray]], na
 
 
 def remap_optimizer_(optimizer: torch.optim.Optimizer, old: Mapping[str, nn.Parameter],
-                     new: Mapping[str, nn.Parameter], cuts: Cuts) -> int:
+                     new: Mapping[str, nn.Parameter], cuts: KeptSlices) -> int:
     """Point ``optimizer`` at the new parameters and slice their state like the parameters were cut.
 
     Args:
         optimizer: a torch optimizer whose groups hold (some of) the ``old`` parameters.
         old: name -> parameter before the cut (``named_parameters()`` of the pruned module).
         new: name -> parameter after the cut.
-        cuts: see :func:`kept_indices`.
+        cuts: the indices each axis of each cut tensor keeps (:func:`cpd.surgery.kept_slices`).
 
     Returns:
         How many parameters were replaced.

@@ -7,13 +7,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from cpd.graph.group import DependencyGraph, Group
+from cpd.graph.group import DependencyGraph
 from cpd.surgery.fixers import fixer_for, snapshot
 
-Plan = Mapping[int, Sequence[int]]
+#: ``{group id: [units to remove]}``: what ``cut_`` takes (a plan document holds one under ``"removed"``).
+Removed = Mapping[int, Sequence[int]]
+#: parameter or buffer name -> [(axis, the indices that axis keeps)]
+KeptSlices = dict[str, list[tuple[int, np.ndarray]]]
 
 
-def validate_plan(graph: DependencyGraph, plan: Plan) -> dict[int, np.ndarray]:
+def validate_plan(graph: DependencyGraph, plan: Removed) -> dict[int, np.ndarray]:
     """Check a plan against a graph and normalise it.
 
     Raises:
@@ -65,7 +68,33 @@ def _tensor(model: nn.Module, name: str) -> torch.Tensor:
     return t
 
 
-def cut_(model: nn.Module, graph: DependencyGraph, plan: Plan) -> None:
+def kept_slices(graph: DependencyGraph, plan: Removed) -> KeptSlices:
+    """For every parameter and buffer the removal touches, the indices each of its axes keeps.
+
+    This is how ``cut_`` slices tensors; whatever must follow a cut (an optimizer's state) slices the same way.
+
+    Raises:
+        ValueError: the plan does not fit the graph.
+    """
+    slices: KeptSlices = {}
+    for gid, units in validate_plan(graph, plan).items():
+        for m in graph.group(gid).members:
+            if m.kind != "attr":
+                slices.setdefault(m.name, []).append((m.dim, np.setdiff1d(np.arange(len(m.unit)), m.indices(units))))
+    return slices
+
+
+def _attribute_cuts(graph: DependencyGraph, removed: Mapping[int, np.ndarray]) -> dict[str, int]:
+    """``"module:attr"`` -> how much the attribute shrinks."""
+    attrs: dict[str, int] = {}
+    for gid, units in removed.items():
+        for m in graph.group(gid).members:
+            if m.kind == "attr":
+                attrs[m.name] = attrs.get(m.name, 0) + len(m.indices(units))
+    return attrs
+
+
+def cut_(model: nn.Module, graph: DependencyGraph, plan: Removed) -> None:
     """Remove, in place, the units ``plan[group_id]`` of each group, and fix every dependent attribute.
 
     Args:
@@ -76,18 +105,8 @@ def cut_(model: nn.Module, graph: DependencyGraph, plan: Plan) -> None:
     Raises:
         ValueError: the plan does not fit the graph.
     """
-    removed = validate_plan(graph, plan)
-    slices: dict[str, list[tuple[int, np.ndarray]]] = {}
-    attrs: dict[str, int] = {}
-    for gid, units in removed.items():
-        g: Group = graph.group(gid)
-        for m in g.members:
-            gone = m.indices(units)
-            if m.kind == "attr":
-                attrs[m.name] = attrs.get(m.name, 0) + len(gone)
-            else:
-                keep = np.setdiff1d(np.arange(len(m.unit)), gone)
-                slices.setdefault(m.name, []).append((m.dim, keep))
+    slices = kept_slices(graph, plan)
+    attrs = _attribute_cuts(graph, validate_plan(graph, plan))
     owners = _owners(model)
     touched: dict[int, tuple[nn.Module, dict]] = {}
     for name, cuts in slices.items():
