@@ -1,4 +1,4 @@
-"""The schedule: round_to blocks, floors, whole heads, metrics, thresholds and the per-step amount."""
+"""The schedule: round_to removals, floors, whole heads, metrics, thresholds and the per-step amount."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ from torch import nn
 
 from cpd.flops import count_macs, count_params
 from cpd.prune import PruneConfig, Pruner
-from cpd.prune.schedule import Limits, effective_round_to, group_blocks
+from cpd.prune.schedule import Limits, effective_round_to, group_removals
 from zoo import ZOO
 
 
@@ -59,16 +59,16 @@ def test_small_groups_fall_back_to_smaller_round_to() -> None:
     assert effective_round_to(2, 1, 8) == 1
     assert effective_round_to(16, 10, 8) == 4  # 8 would cross the floor: 12 is allowed
     limits = Limits(False, np.ones(6, dtype=np.int64), 4, 1, np.ones((1, 6), dtype=np.int64), np.array([1]))
-    blocks = group_blocks(0, np.zeros(6, bool), np.arange(6.0)[::-1].copy(), np.ones(6), np.ones(6), limits)
-    assert [b.units for b in blocks] == [[5, 4]]  # 6 -> 4; then 4 -> 0 would empty it
+    removals = group_removals(0, np.zeros(6, bool), np.arange(6.0)[::-1].copy(), np.ones(6), np.ones(6), limits)
+    assert [b.units for b in removals] == [[5, 4]]  # 6 -> 4; then 4 -> 0 would empty it
 
 
 def test_member_floor_pins_units() -> None:
     # two members: member 1 holds only units 0 and 1, so one of them must stay
     counts = np.array([[1, 1, 1, 1], [1, 1, 0, 0]])
     limits = Limits(False, np.ones(4, dtype=np.int64), 1, 1, counts, np.array([1, 1]))
-    blocks = group_blocks(0, np.zeros(4, bool), np.array([0.0, 1.0, 2.0, 3.0]), np.ones(4), np.ones(4), limits)
-    assert [b.units for b in blocks] == [[0], [2], [3]]  # unit 1 is pinned: member 1 keeps it
+    removals = group_removals(0, np.zeros(4, bool), np.array([0.0, 1.0, 2.0, 3.0]), np.ones(4), np.ones(4), limits)
+    assert [b.units for b in removals] == [[0], [2], [3]]  # unit 1 is pinned: member 1 keeps it
 
 
 def test_heads_go_whole_and_one_always_stays() -> None:
@@ -90,11 +90,11 @@ def test_thresholds_and_target_in_each_metric(metric: str) -> None:
                                        step_fraction=0.15, round_to=1))
     assert pruner.done and not pruner.exhausted
     events = pruner.history
-    assert [t for e in events for t in e.thresholds] == list(thresholds)
+    assert [t for e in events for t in e.crossed] == list(thresholds)
     before = 0.0
     for e in events:
-        assert e.sparsity - before <= 0.15 + 0.02  # the per-step amount (+ at most one block)
-        for t in e.thresholds:
+        assert e.sparsity - before <= 0.15 + 0.02  # the per-step amount (+ at most one removal)
+        for t in e.crossed:
             assert before < t <= e.sparsity
         before = e.sparsity
     assert pruner.sparsity >= 0.35

@@ -100,6 +100,10 @@ class SaliencyAccumulator:
         """``second[u]`` of group ``gid``: the squared saliencies summed over members and batches."""
         return self.second[gid].cpu().numpy()
 
+    def sums(self) -> list[torch.Tensor]:
+        """The tensors holding the sums, in a fixed order (to average them over processes in place)."""
+        return [self.first[g] for g in sorted(self.first)] + [self.second[g] for g in sorted(self.second)]
+
     def reset(self) -> None:
         """Forget every batch (a new interval starts)."""
         for t in list(self.first.values()) + list(self.second.values()):

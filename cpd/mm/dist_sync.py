@@ -25,9 +25,8 @@ def average_saliency_(saliency: Any) -> None:
     """Average the accumulated sums of a ``SaliencyAccumulator`` over all ranks, in place."""
     if not distributed():
         return
-    for table in (saliency.first, saliency.second):
-        for t in table.values():
-            all_reduce(t, op="mean")
+    for t in saliency.sums():
+        all_reduce(t, op="mean")
 
 
 def digest(obj: Any) -> str:

@@ -9,37 +9,42 @@ Lifecycle (as torchao's sparsifier: prepare, step, squash)::
         pruner.accumulate()          # add this batch's saliency (every batch of the interval counts)
         optimizer.step(); optimizer.zero_grad()
         event = pruner.step()        # re-zero dead slices; every `interval` steps, prune
-        if event and event.thresholds:
-            save_pruned(*pruner.export(), f"pruned_{event.thresholds[-1]}.pt")
+        if event and event.crossed:
+            save_pruned(*pruner.export(), f"pruned_{event.crossed[-1]}.pt")
         if pruner.done:
             break
     plan = pruner.materialize_()     # the model is now physically pruned; build a new optimizer
 
-``pruner.attach(optimizer)`` does ``accumulate`` before and ``step`` after every ``optimizer.step()``.
+``pruner.attach(optimizer)`` does ``accumulate`` before and ``step`` after every ``optimizer.step()``;
+``pruner.register_prune_pre_hook(fn)`` runs ``fn(saliency)`` right before each pruning step ranks the units
+(under DDP: average the saliency over ranks there).
 Pruning steps: see :mod:`cpd.prune.schedule` for which units go and :class:`PruneConfig` for how much.
 """
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
-from cpd.flops import count_param_macs
-from cpd.graph.comb import comb, run_forward
+from cpd.combing import comb
+from cpd.flops import count_macs, count_param_macs
+from cpd.graph.forward import run_forward
 from cpd.graph.group import DependencyGraph, fingerprint
 from cpd.importance import CostModel, ImportanceContext, SaliencyAccumulator, build_importance
 from cpd.prune.config import PruneConfig
-from cpd.prune.guard import CutTwin, culprits
 from cpd.prune.live_norm import attach_live_norms, strip_live_norms_
 from cpd.prune.masks import MaskSet
 from cpd.prune.plan import make_plan
-from cpd.prune.schedule import group_blocks, limits_of, select
-from cpd.prune.state import PruneEvent, load_pruner_state, pruner_state
+from cpd.prune.schedule import group_removals, limits_of, select
+from cpd.prune.state import PruneEvent, PrunerState
 from cpd.surgery import cut_, prepare_
+from cpd.surgery.verify import CutTwin, breaking_groups
 
 #: refinement rounds per pruning step (costs are re-estimated after each; usually one or two suffice).
 MAX_ROUNDS = 8
@@ -97,8 +102,10 @@ class Pruner:
         self.frozen: dict[int, str] = {}
         self.history: list[PruneEvent] = []
         self.materialized = False
+        self._pre_prune_hooks: OrderedDict[int, Callable[[SaliencyAccumulator], None]] = OrderedDict()
         self.masks.attach()
         self._norm_hooks = attach_live_norms(model, self.masks)
+        #: cut copies of the masked model: the guard of each step, and the exact MACs of ``metric="flops"``.
         self.twin = CutTwin(model, graph, inputs, forward_fn, lambda twin: strip_live_norms_(twin, self._norm_hooks))
 
     # -- the training loop --------------------------------------------------------------------------
@@ -141,6 +148,23 @@ class Pruner:
         return [optimizer.register_step_pre_hook(lambda *_: self.accumulate()),
                 optimizer.register_step_post_hook(lambda *_: self.step())]
 
+    def register_prune_pre_hook(self, hook: Callable[[SaliencyAccumulator], None]) -> RemovableHandle:
+        """Run ``hook(saliency)`` at the start of every pruning step, before the units are ranked.
+
+        The hook may change the accumulated saliency in place (under DDP: average it over the ranks, so
+        that every rank removes the same units).
+
+        Returns:
+            A handle; ``handle.remove()`` unregisters the hook.
+        """
+        handle = RemovableHandle(self._pre_prune_hooks)
+        self._pre_prune_hooks[handle.id] = hook
+        return handle
+
+    def removed(self) -> dict[int, list[int]]:
+        """``{group id: [dead units]}`` of the groups that lost any so far."""
+        return self.masks.removed()
+
     # -- one pruning step ---------------------------------------------------------------------------
     def scores(self) -> dict[int, np.ndarray]:
         """The criterion's score of every unit of every prunable group (lower goes first).
@@ -165,6 +189,8 @@ class Pruner:
         """
         self._alive()
         cfg = self.config
+        for hook in list(self._pre_prune_hooks.values()):
+            hook(self.saliency)
         if self.importance.needs_gradients and self.saliency.batches == 0:
             raise RuntimeError(f"criterion {cfg.criterion!r} needs pruner.accumulate() after every backward(); "
                                "no batch was accumulated since the last pruning step")
@@ -176,7 +202,9 @@ class Pruner:
         for _ in range(3):
             self._fill(goal, scores)
             step = self._step_removals(start)
-            bad = culprits(start, step, self.twin.breaks) if step and self.twin.breaks(self.masks.removed()) else {}
+            bad = {}
+            if step and self.twin.breaks(self.masks.removed()):
+                bad = breaking_groups(sorted(step), lambda part: self.twin.breaks(_merged(start, step, part)))
             if not bad:
                 break
             for gid, why in bad.items():
@@ -192,21 +220,21 @@ class Pruner:
         return event
 
     def _fill(self, goal: float, scores: Mapping[int, np.ndarray]) -> None:
-        """Kill the lowest-scoring blocks until the estimated sparsity reaches ``goal`` (costs re-estimated)."""
+        """Kill the lowest-scoring removals until the estimated sparsity reaches ``goal`` (costs re-estimated)."""
         metric = self.config.metric
         for _ in range(MAX_ROUNDS):
             dead = self.masks.dead
             need = (goal - (1.0 - self.costs.total(dead, metric) / self.original)) * self.original
             if need <= EPS * self.original:
                 return
-            blocks = {}
+            options = {}
             for g in self.groups:
                 if g.id in self.frozen:
                     continue
                 costs = self.costs.unit_costs(g, dead, metric)
                 weights = costs if self.importance.cost_normalized else np.ones(g.num_units)
-                blocks[g.id] = group_blocks(g.id, dead[g.id], scores[g.id], weights, costs, self.limits[g.id])
-            picked = select(blocks, need)
+                options[g.id] = group_removals(g.id, dead[g.id], scores[g.id], weights, costs, self.limits[g.id])
+            picked = select(options, need)
             if not picked:
                 self.exhausted = True
                 return
@@ -223,7 +251,8 @@ class Pruner:
             return 1.0 - self.costs.total(self.masks.dead, self.config.metric) / self.original
         if not self.masks.removed():
             return 0.0
-        return 1.0 - self.twin.macs(self.masks.removed(), self.macs_inputs) / self.original
+        macs = count_macs(self.twin.cut(self.masks.removed()), self.twin.run_inputs(self.macs_inputs), self.forward_fn)
+        return 1.0 - macs / self.original
 
     # -- results --------------------------------------------------------------------------------------
     def plan(self) -> dict:
@@ -287,7 +316,12 @@ class Pruner:
     # -- state ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Masks, accumulated saliency, iteration, sparsity, thresholds reached and the generator state."""
-        return pruner_state(self)
+        return PrunerState(
+            fingerprint=self.graph.fingerprint, criterion=self.config.criterion, metric=self.config.metric,
+            iteration=self.iteration, sparsity=float(self.sparsity), reached=list(self.reached),
+            exhausted=self.exhausted, frozen=dict(self.frozen), dead=self.masks.removed(),
+            saliency=self.saliency.state_dict(), rng=self.rng.bit_generator.state, history=list(self.history),
+        ).to_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` (before or after loading the model's weights: masks are re-applied).
@@ -296,4 +330,28 @@ class Pruner:
             ValueError: the state belongs to another architecture, criterion or set of groups.
         """
         self._alive()
-        load_pruner_state(self, state)
+        s = PrunerState.from_dict(state)
+        s.check_fits(self.graph.fingerprint, self.config.criterion, self.config.metric,
+                     {gid: len(d) for gid, d in self.masks.dead.items()})
+        backup = self.saliency.state_dict()
+        try:
+            self.saliency.load_state_dict(s.saliency)
+        except (KeyError, ValueError):
+            self.saliency.load_state_dict(backup)
+            raise
+        dead = {gid: np.zeros(len(d), dtype=bool) for gid, d in self.masks.dead.items()}
+        for gid, units in s.dead.items():
+            dead[gid][units] = True
+        self.masks.set_(dead)
+        self.rng.bit_generator.state = s.rng
+        self.iteration, self.sparsity, self.reached = s.iteration, s.sparsity, list(s.reached)
+        self.exhausted, self.frozen, self.history = s.exhausted, dict(s.frozen), list(s.history)
+
+
+def _merged(before: Mapping[int, Sequence[int]], step: Mapping[int, Sequence[int]],
+            part: Sequence[int]) -> dict[int, list[int]]:
+    """The units dead before a step plus the step's removals in the groups of ``part``."""
+    out = {g: list(u) for g, u in before.items()}
+    for g in part:
+        out[g] = sorted(set(out.get(g, [])) | set(step[g]))
+    return out

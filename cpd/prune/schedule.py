@@ -1,6 +1,6 @@
-"""Which units go at a pruning step: blocks per group, floors, and one global ranking.
+"""Which units go at a pruning step: removals per group, floors, and one global ranking.
 
-A *block* is what one decision removes from a group: one head in a head group; elsewhere the lowest-scoring
+A *removal* is what one decision removes from a group: one head in a head group; elsewhere the lowest-scoring
 live units whose channels bring the group's kept width down to the next multiple of the group's
 ``round_to`` (so widths stay multiples of it).  A group too small for that (no multiple of ``round_to``
 between its floor and its width) uses the largest power-of-two fraction of ``round_to`` that fits, down to
@@ -8,8 +8,8 @@ single channels.  The *floor* of a group is ``ceil(min_keep * original width)`` 
 groups) and never less than one unit: no layer is emptied.
 
 Within a group, units are taken in ascending order of ``score / weight`` (``weight`` is the unit's cost in
-the pruning metric for cost-normalised criteria, else 1), so each group's blocks come in a fixed order; a
-block scores ``sum(score) / sum(weight)`` of its units.  Across groups, the lowest-scoring next block of
+the pruning metric for cost-normalised criteria, else 1), so each group's removals come in a fixed order; a
+removal scores ``sum(score) / sum(weight)`` of its units.  Across groups, the lowest-scoring next removal of
 any group is taken until the estimated saving reaches what the step needs.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from cpd.graph.group import Group
 
 
 @dataclass
-class Block:
+class Removal:
     """Units of one group removed by one decision.
 
     Attributes:
@@ -46,7 +46,7 @@ class Limits:
     """What a group must keep, fixed for the whole run.
 
     Attributes:
-        heads: a head group (one head per block).
+        heads: a head group (one head per removal).
         channels: channels per unit.
         round_to: the group's effective ``round_to``.
         floor: channels (heads, for head groups) that always stay.
@@ -84,9 +84,9 @@ def effective_round_to(width: int, floor: int, round_to: int) -> int:
     return 1
 
 
-def group_blocks(gid: int, dead: np.ndarray, scores: np.ndarray, weights: np.ndarray, costs: np.ndarray,
-                 limits: Limits) -> list[Block]:
-    """The blocks of group ``gid`` in the order they may be removed, stopping at the floors.
+def group_removals(gid: int, dead: np.ndarray, scores: np.ndarray, weights: np.ndarray, costs: np.ndarray,
+                    limits: Limits) -> list[Removal]:
+    """The removals of group ``gid`` in the order they may be removed, stopping at the floors.
 
     A unit whose removal would take a member below its floor is skipped (kept) and the next one tried.
 
@@ -99,7 +99,7 @@ def group_blocks(gid: int, dead: np.ndarray, scores: np.ndarray, weights: np.nda
         limits: the group's floors and ``round_to``.
 
     Returns:
-        The blocks, cheapest first within the group.
+        The removals, cheapest first within the group.
     """
     live = np.nonzero(~dead)[0]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -107,7 +107,7 @@ def group_blocks(gid: int, dead: np.ndarray, scores: np.ndarray, weights: np.nda
     order = [int(u) for u in live[np.argsort(key, kind="stable")]]
     member_live = limits.counts[:, live].sum(axis=1)
     width = len(live) if limits.heads else int(limits.channels[live].sum())
-    blocks: list[Block] = []
+    removals: list[Removal] = []
     while order:
         target = width - 1 if limits.heads else (width - 1) // limits.round_to * limits.round_to
         if target < limits.floor:
@@ -129,34 +129,34 @@ def group_blocks(gid: int, dead: np.ndarray, scores: np.ndarray, weights: np.nda
             break
         w = float(weights[take].sum())
         score = float(scores[take].sum()) / w if w > 0 else math.inf
-        blocks.append(Block(gid, take, score, float(costs[take].sum())))
+        removals.append(Removal(gid, take, score, float(costs[take].sum())))
         gone = pinned | set(take)
         order = [u for u in order if u not in gone]
         member_live, width = kept, width - removed
-    return blocks
+    return removals
 
 
-def select(blocks: Mapping[int, list[Block]], need: float) -> dict[int, list[int]]:
-    """Take the globally lowest-scoring next block of any group until the estimated saving reaches ``need``.
+def select(options: Mapping[int, list[Removal]], need: float) -> dict[int, list[int]]:
+    """Take the globally lowest-scoring next removal of any group until the estimated saving reaches ``need``.
 
-    Blocks with an infinite score (they save nothing in the metric) are never taken.
+    Removals with an infinite score (they save nothing in the metric) are never taken.
 
     Args:
-        blocks: per group, its blocks in removal order.
+        options: per group, its removals in order.
         need: the saving to reach, in the metric.
 
     Returns:
         ``{group id: [units]}`` to remove (empty when nothing can go).
     """
-    heap = [(b[0].score, gid, 0) for gid, b in blocks.items() if b and math.isfinite(b[0].score)]
+    heap = [(b[0].score, gid, 0) for gid, b in options.items() if b and math.isfinite(b[0].score)]
     heapq.heapify(heap)
     out: dict[int, list[int]] = {}
     saved = 0.0
     while heap and saved < need:
         _, gid, i = heapq.heappop(heap)
-        block = blocks[gid][i]
-        out.setdefault(gid, []).extend(block.units)
-        saved += block.cost
-        if i + 1 < len(blocks[gid]) and math.isfinite(blocks[gid][i + 1].score):
-            heapq.heappush(heap, (blocks[gid][i + 1].score, gid, i + 1))
+        removal = options[gid][i]
+        out.setdefault(gid, []).extend(removal.units)
+        saved += removal.cost
+        if i + 1 < len(options[gid]) and math.isfinite(options[gid][i + 1].score):
+            heapq.heappush(heap, (options[gid][i + 1].score, gid, i + 1))
     return out

@@ -1,24 +1,20 @@
-"""What a pruner remembers between iterations, and its checkpointable form.
+"""What a pruner remembers between iterations, as plain data: :class:`PruneEvent` and :class:`PrunerState`.
 
-``Pruner.state_dict()`` holds only plain values and CPU tensors (``torch.load(weights_only=True)`` reads
-it): the dead units of every group, the saliency accumulated in the current interval, the iteration, the
-measured sparsity, the thresholds reached, the history of pruning steps and the random generator's state.
-Restoring it on a pruner built the same way (same model, inputs and config) resumes the run to the same
-result.
+Neither knows the :class:`cpd.prune.Pruner`: ``Pruner.state_dict()`` builds a :class:`PrunerState` and writes
+it out with :meth:`PrunerState.to_dict`; ``Pruner.load_state_dict()`` reads one back with
+:meth:`PrunerState.from_dict`, has it checked against itself (:meth:`PrunerState.check_fits`) and applies it.
+The dict holds only plain values and CPU tensors, so ``torch.load(weights_only=True)`` reads it.  Restoring
+it on a pruner built the same way (same model, inputs and config) resumes the run to the same result.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
+from cpd.files import DocKind
 
-if TYPE_CHECKING:
-    from cpd.prune.pruner import Pruner
-
-FORMAT = "cpd-pruner"
-VERSION = 1
+PRUNER_STATE = DocKind("cpd-pruner", 1, "pruner state")
 
 
 @dataclass(frozen=True)
@@ -29,7 +25,7 @@ class PruneEvent:
         iteration: the training iteration (``step()`` calls so far).
         removed: ``{group id: [units]}`` removed by this step.
         sparsity: the sparsity measured after it.
-        thresholds: the thresholds crossed by it (save a model for each).
+        crossed: the thresholds this step crossed (save a model for each).
         done: the target is reached, or nothing more can go.
         batches: batches whose saliency this step ranked.
     """
@@ -37,73 +33,99 @@ class PruneEvent:
     iteration: int
     removed: dict[int, list[int]]
     sparsity: float
-    thresholds: tuple[float, ...]
+    crossed: tuple[float, ...]
     done: bool
     batches: int
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (group ids as strings, as in JSON)."""
         return {"iteration": self.iteration, "removed": {str(g): list(u) for g, u in self.removed.items()},
-                "sparsity": float(self.sparsity), "thresholds": list(self.thresholds), "done": self.done,
+                "sparsity": float(self.sparsity), "crossed": list(self.crossed), "done": self.done,
                 "batches": self.batches}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PruneEvent":
         """Inverse of :meth:`to_dict`."""
         return cls(int(d["iteration"]), {int(g): [int(x) for x in u] for g, u in d["removed"].items()},
-                   float(d["sparsity"]), tuple(float(t) for t in d["thresholds"]), bool(d["done"]),
+                   float(d["sparsity"]), tuple(float(t) for t in d.get("crossed", d.get("thresholds", ()))),
+                   bool(d["done"]),
                    int(d["batches"]))
 
 
-def pruner_state(pruner: "Pruner") -> dict[str, Any]:
-    """The pruner's state as plain values and CPU tensors."""
-    return {"format": FORMAT, "version": VERSION, "fingerprint": pruner.graph.fingerprint,
-            "criterion": pruner.config.criterion, "metric": pruner.config.metric,
-            "iteration": pruner.iteration, "sparsity": float(pruner.sparsity),
-            "reached": [float(t) for t in pruner.reached], "exhausted": pruner.exhausted,
-            "frozen": {str(g): why for g, why in pruner.frozen.items()},
-            "dead": {str(g): u for g, u in pruner.masks.removed().items()},
-            "saliency": pruner.saliency.state_dict(), "rng": pruner.rng.bit_generator.state,
-            "history": [e.to_dict() for e in pruner.history]}
+@dataclass
+class PrunerState:
+    """A pruner's state (see the module docstring).
 
-
-def load_pruner_state(pruner: "Pruner", state: Mapping[str, Any]) -> None:
-    """Restore :func:`pruner_state` into ``pruner``; every check runs before anything changes.
-
-    Raises:
-        ValueError: not a pruner state, or one saved for another architecture, criterion, metric or groups.
+    Attributes:
+        fingerprint: the architecture the pruner prunes.
+        criterion, metric: the importance and the sparsity metric it was built with.
+        iteration: training iterations so far.
+        sparsity: the measured sparsity.
+        reached: thresholds crossed so far.
+        exhausted: no group could lose another unit.
+        frozen: group id -> why it may lose no more units.
+        dead: group id -> its removed units.
+        saliency: the saliency accumulator's state (:meth:`SaliencyAccumulator.state_dict`).
+        rng: the random generator's ``bit_generator.state``.
+        history: every pruning step so far.
     """
-    if not isinstance(state, Mapping) or state.get("format") != FORMAT:
-        found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
-        raise ValueError(f"not a cpd pruner state (format {found!r}, expected {FORMAT!r})")
-    if state.get("version") != VERSION:
-        raise ValueError(f"pruner state version {state.get('version')!r} is not supported (reads {VERSION})")
-    for key, mine in (("fingerprint", pruner.graph.fingerprint), ("criterion", pruner.config.criterion),
-                      ("metric", pruner.config.metric)):
-        if state[key] != mine:
-            raise ValueError(f"the pruner state was saved with {key}={state[key]!r}, this pruner has {key}={mine!r}")
-    dead = {g: np.zeros(len(d), dtype=bool) for g, d in pruner.masks.dead.items()}
-    for g, units in state["dead"].items():
-        gid = int(g)
-        if gid not in dead:
-            raise ValueError(f"the pruner state removes units of group {gid}, which this pruner does not prune; "
-                             f"it prunes groups {sorted(dead)}")
-        u = np.asarray(units, dtype=np.int64)
-        if u.size and (u.min() < 0 or u.max() >= len(dead[gid]) or u.size >= len(dead[gid])):
-            raise ValueError(f"the pruner state removes units {u.tolist()} of group {gid}, which has "
-                             f"{len(dead[gid])} units (0..{len(dead[gid]) - 1}, at least one kept)")
-        dead[gid][u] = True
-    backup = pruner.saliency.state_dict()
-    try:
-        pruner.saliency.load_state_dict(state["saliency"])
-    except (KeyError, ValueError):
-        pruner.saliency.load_state_dict(backup)
-        raise
-    pruner.masks.set_(dead)
-    pruner.rng.bit_generator.state = state["rng"]
-    pruner.iteration = int(state["iteration"])
-    pruner.sparsity = float(state["sparsity"])
-    pruner.reached = [float(t) for t in state["reached"]]
-    pruner.exhausted = bool(state["exhausted"])
-    pruner.frozen = {int(g): str(why) for g, why in state["frozen"].items()}
-    pruner.history = [PruneEvent.from_dict(e) for e in state["history"]]
+
+    fingerprint: str
+    criterion: str
+    metric: str
+    iteration: int = 0
+    sparsity: float = 0.0
+    reached: list[float] = field(default_factory=list)
+    exhausted: bool = False
+    frozen: dict[int, str] = field(default_factory=dict)
+    dead: dict[int, list[int]] = field(default_factory=dict)
+    saliency: dict[str, Any] = field(default_factory=dict)
+    rng: dict[str, Any] = field(default_factory=dict)
+    history: list[PruneEvent] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The state as plain values and CPU tensors, with its format header."""
+        return {**PRUNER_STATE.header(), "fingerprint": self.fingerprint, "criterion": self.criterion,
+                "metric": self.metric, "iteration": self.iteration, "sparsity": float(self.sparsity),
+                "reached": [float(t) for t in self.reached], "exhausted": self.exhausted,
+                "frozen": {str(g): why for g, why in self.frozen.items()},
+                "dead": {str(g): list(u) for g, u in self.dead.items()},
+                "saliency": self.saliency, "rng": self.rng, "history": [e.to_dict() for e in self.history]}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "PrunerState":
+        """Read :meth:`to_dict`'s output.
+
+        Raises:
+            ValueError: not a pruner state, or another version.
+        """
+        PRUNER_STATE.check(d)
+        return cls(fingerprint=str(d["fingerprint"]), criterion=str(d["criterion"]), metric=str(d["metric"]),
+                   iteration=int(d["iteration"]), sparsity=float(d["sparsity"]),
+                   reached=[float(t) for t in d["reached"]], exhausted=bool(d["exhausted"]),
+                   frozen={int(g): str(why) for g, why in d["frozen"].items()},
+                   dead={int(g): [int(u) for u in units] for g, units in d["dead"].items()},
+                   saliency=d["saliency"], rng=d["rng"], history=[PruneEvent.from_dict(e) for e in d["history"]])
+
+    def check_fits(self, fingerprint: str, criterion: str, metric: str, num_units: Mapping[int, int]) -> None:
+        """Refuse a state saved for another architecture, criterion, metric or set of groups.
+
+        Args:
+            fingerprint, criterion, metric: those of the pruner that would load the state.
+            num_units: units of every group that pruner prunes.
+
+        Raises:
+            ValueError: naming what differs.
+        """
+        for key, mine in (("fingerprint", fingerprint), ("criterion", criterion), ("metric", metric)):
+            if getattr(self, key) != mine:
+                raise ValueError(f"the pruner state was saved with {key}={getattr(self, key)!r}, this pruner has "
+                                 f"{key}={mine!r}")
+        for gid, units in self.dead.items():
+            if gid not in num_units:
+                raise ValueError(f"the pruner state removes units of group {gid}, which this pruner does not "
+                                 f"prune; it prunes groups {sorted(num_units)}")
+            n = num_units[gid]
+            if units and (min(units) < 0 or max(units) >= n or len(set(units)) >= n):
+                raise ValueError(f"the pruner state removes units {sorted(units)} of group {gid}, which has {n} "
+                                 f"units (0..{n - 1}, at least one kept)")
