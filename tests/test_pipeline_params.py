@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cpd.pipeline.params import (CRITERIA, METRICS, SECTIONS, DataParams, ParamsError, PruneParams, read_section,
-                                 read_yaml)
+from cpd.pipeline.params import SECTIONS, DataParams, ParamsError, PruneParams, read_section, read_yaml
 
 yaml = pytest.importorskip("yaml")
 
@@ -37,12 +36,20 @@ def test_dvc_yaml_lists_exactly_the_keys_each_stage_reads() -> None:
         assert f"stages/{name}.py" in stage["deps"] and stage["cmd"].startswith(f"python stages/{name}.py")
 
 
-def test_choices_match_the_core() -> None:
-    from cpd.importance import IMPORTANCES
-    from cpd.importance import METRICS as CORE_METRICS
+def test_the_pruning_options_are_checked_by_the_core() -> None:
+    """One validator: the prune section hands its pruning options to PruneConfig, which owns them."""
+    from cpd.importance.registry import IMPORTANCES
+    from cpd.prune import PruneConfig, register_importance
 
-    assert set(CRITERIA) <= set(IMPORTANCES)
-    assert tuple(METRICS) == tuple(CORE_METRICS)
+    p = PruneParams(thresholds=[0.2, 0.4], metric="flops")
+    assert p.pruning == PruneConfig(thresholds=(0.2, 0.4), metric="flops", interval=20, step_fraction=0.05)
+    assert p.pruning.max_iterations == p.pruning.interval * (8 + 2 + 1)
+    name = "test_params_only_criterion"
+    register_importance(name)(lambda ctx: None)
+    try:
+        assert PruneParams(criterion=name).criterion == name  # a criterion registered at run time is valid
+    finally:
+        IMPORTANCES.pop(name)
 
 
 def test_yaml_1_2_floats_are_numbers(tmp_path: Path) -> None:
@@ -58,11 +65,11 @@ BAD = [
     ("prune", {"thresholds": [0.3, 0.3]}, "must be strictly ascending"),
     ("prune", {"thresholds": []}, "prune.thresholds=[]: must be a non-empty list"),
     ("prune", {"thresholds": 1.5}, "1.5 is not a sparsity in (0, 1)"),
-    ("prune", {"criterion": "l1"}, "prune.criterion='l1': must be one of"),
+    ("prune", {"criterion": "l1"}, "prune.criterion='l1': not a registered importance; choose one of"),
     ("prune", {"interval": 0}, "prune.interval=0: must be an integer >= 1"),
     ("prune", {"interval": 2.5}, "prune.interval=2.5: must be an integer >= 1"),
-    ("prune", {"step_fraction": 0.0}, "prune.step_fraction=0.0: must be a number in (0, 1]"),
-    ("prune", {"min_keep": 1.0}, "prune.min_keep=1.0: must be a number in [0, 1)"),
+    ("prune", {"step_fraction": 0.0}, "prune.step_fraction=0.0: must be in (0, 1]"),
+    ("prune", {"min_keep": 1.0}, "prune.min_keep=1.0: must be in [0, 1)"),
     ("prune", {"kd": "yes"}, "prune.kd='yes': must be true or false"),
     ("prune", {"lr": -1.0}, "prune.lr=-1.0: must be a number in (0, inf)"),
     ("prune", {"lr": "fast"}, "prune.lr='fast'"),

@@ -11,7 +11,7 @@ yaml = pytest.importorskip("yaml")
 
 from mmengine.config import Config  # noqa: E402
 
-from cpd.mm.recipe import baseline_config, distill_config, dump_config, model_only, prune_config, pruning_iters  # noqa: E402
+from cpd.mm.recipe import baseline_config, distill_config, dump_config, model_only, prune_config  # noqa: E402
 from cpd.pipeline.params import DistillParams, PruneParams, TrainParams  # noqa: E402
 
 pytestmark = pytest.mark.mm
@@ -59,12 +59,15 @@ def test_prune_config_drives_the_pruning_hook_with_kd(tmp_path: Path) -> None:
     params = PruneParams(thresholds=[0.3, 0.5], interval=20, step_fraction=0.05, criterion="taylor", lr=1e-3)
     cfg = prune_config(base, params, "b.pth", "deps.json", tmp_path / "out", tmp_path / "work", tmp_path / "live")
     hook = hooks(cfg)["PruningHook"]
-    assert hook["save_sparsity_thr"] == [0.3, 0.5] and hook["interval"] == 20 and hook["criterion"] == "taylor"
+    assert hook["thresholds"] == [0.3, 0.5] and hook["interval"] == 20 and hook["criterion"] == "taylor"
     assert hook["prune_cfg"] == "deps.json" and hook["continue_finetune"] is False
     assert hook["out_dir"] == str(tmp_path / "out") and hook["step_fraction"] == 0.05
     assert cfg.model.type == "Distiller" and cfg.model.student == base.model
     assert cfg.model.teacher_checkpoint == cfg.model.student_checkpoint == "b.pth" and cfg.load_from is None
-    assert cfg.train_cfg.max_iters == pruning_iters(params) >= 20 * 10
+    assert cfg.train_cfg.max_iters == params.pruning.max_iterations >= 20 * 10
+    from cpd.prune import PruneConfig
+    options = {k: v for k, v in hook.items() if k in PruneConfig.__dataclass_fields__}
+    assert PruneConfig.from_dict(options) == params.pruning  # the hook gets the options as data
     assert cfg.optim_wrapper.optimizer.lr == 1e-3 and [s.type for s in cfg.param_scheduler] == ["LinearLR"]
     assert {"cpd.mm.pruning_hook", "cpd.mm.distiller"} <= set(cfg.custom_imports.imports)
     assert base.model.type == "EncoderDecoder"  # the base is not changed

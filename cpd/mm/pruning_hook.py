@@ -36,7 +36,6 @@ removed the same units (:mod:`cpd.mm.dist_sync`).
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -49,37 +48,22 @@ from mmengine.logging import MessageHub, print_log
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.registry import HOOKS
 
-from cpd.graph.comb import comb
+from cpd.combing import comb
+from cpd.files import DocKind
 from cpd.graph.deps_io import graph_to_dict, load_deps
 from cpd.graph.group import DependencyGraph
 from cpd.mm.build import example_inputs
 from cpd.mm.dist_sync import average_saliency_, check_same_, digest, removed_digest_input
 from cpd.mm.entry import seg_forward
 from cpd.mm.pruned import save_pruned_segmentor
-from cpd.mm.rebuild import kept_indices, prune_target, remap_optimizer_, rewrap_, unwrap
+from cpd.mm.rebuild import prune_target, remap_optimizer_, rewrap_, unwrap
 from cpd.prune import PruneConfig, Pruner
+from cpd.surgery import kept_slices
 
 #: key of the hook's state in mmengine checkpoints.
 STATE_KEY = "cpd_pruning"
-FORMAT = "cpd-pruning-hook"
-VERSION = 1
+HOOK_STATE = DocKind("cpd-pruning-hook", 1, "PruningHook state")
 RULES = ("greater", "less")
-
-
-def _thresholds(value: Any) -> tuple[float, ...]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ValueError(f"save_sparsity_thr={value!r} must be a non-empty list of sparsities in (0, 1), "
-                         "strictly ascending; the last one is the target")
-    for t in value:
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0.0 < t < 1.0:
-            raise ValueError(f"save_sparsity_thr={list(value)!r}: {t!r} is not a sparsity in (0, 1)")
-    for a, b in zip(value, value[1:]):
-        if not a < b:
-            raise ValueError(f"save_sparsity_thr={list(value)!r} must be strictly ascending ({a!r} is followed "
-                             f"by {b!r}); the last one is the target")
-    return tuple(float(t) for t in value)
 
 
 def threshold_name(t: float) -> str:
@@ -91,25 +75,20 @@ def threshold_name(t: float) -> str:
 class PruningHook(Hook):
     """Prune the model (a distiller's student) while it trains; see the module docstring.
 
+    The pruning options are data for :class:`cpd.prune.PruneConfig`, which validates them (as mmengine's
+    ``EMAHook`` hands its options to the model it builds): ``interval``, ``thresholds`` (or the original's
+    name ``save_sparsity_thr``), ``criterion``, ``metric``, ``round_to``, ``step_fraction``, ``min_keep``,
+    ``seed``; see :class:`cpd.prune.PruneConfig` for each.  The hook's own arguments:
+
     Args:
-        interval: optimizer steps between two pruning steps (the importance sums every step's gradients).
         prune_cfg: path of the model's dependency JSON (``cpd comb``), or None to comb it at the start.
-        save_sparsity_thr: ascending sparsities in (0, 1) at which the pruned model is saved; the last
-            one is the target.
         continue_finetune: after the target, cut the model and keep training it (True) or stop (False).
-        criterion: importance criterion (``hessian``, ``taylor``, ``magnitude``, ``magnitude_l2``,
-            ``random`` or one registered with ``cpd.prune.register_importance``).
-        metric: what sparsity measures: ``params``, ``flops`` (MACs at the example input size) or
-            ``channels``.
-        round_to: kept channel counts stay multiples of this (heads go one at a time).
-        step_fraction: sparsity removed per pruning step (None: a tenth of the target).
-        min_keep: share of every group's channels that always stays.
-        seed: seed of the pruner's generator (the ``random`` criterion).
         exclude: parameter or module names never pruned (used when combing, ``prune_cfg=None``).
         save_best: validation metric that picks ``best_pruned.pth`` while fine-tuning the cut model
             (mmseg's ``mIoU`` by default); ``'auto'``: the evaluator's first metric; None: do not save it.
         rule: ``'greater'`` or ``'less'``: which ``save_best`` values are better.
         out_dir: where the ``.pth`` files go (default: the runner's work dir).
+        **pruning: the :class:`cpd.prune.PruneConfig` options above.
 
     Raises:
         ValueError: a bad argument (the message names it, its value and what is allowed).
@@ -118,15 +97,13 @@ class PruningHook(Hook):
 
     priority = "LOWEST"
 
-    def __init__(self, interval: int = 50, prune_cfg: str | os.PathLike | None = None,
-                 save_sparsity_thr: Sequence[float] | float = (0.5,), continue_finetune: bool = True,
-                 criterion: str = "hessian", metric: str = "params", round_to: int = 8,
-                 step_fraction: float | None = None, min_keep: float = 0.1, seed: int = 0,
+    def __init__(self, prune_cfg: str | os.PathLike | None = None, continue_finetune: bool = True,
                  exclude: Sequence[str] = (), save_best: str | None = "mIoU", rule: str = "greater",
-                 out_dir: str | os.PathLike | None = None) -> None:
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"PruningHook: interval={interval!r} must be an integer >= 1")
-        thresholds = _thresholds(save_sparsity_thr)
+                 out_dir: str | os.PathLike | None = None, **pruning: Any) -> None:
+        try:
+            self.config = PruneConfig.from_dict(pruning, aliases=PruneConfig.ALIASES)
+        except ValueError as e:
+            raise ValueError(f"PruningHook: {e}") from None
         if not isinstance(continue_finetune, bool):
             raise ValueError(f"PruningHook: continue_finetune={continue_finetune!r} must be True or False")
         if prune_cfg is not None:
@@ -145,12 +122,8 @@ class PruningHook(Hook):
             raise ValueError(f"PruningHook: save_best={save_best!r} must be a metric name, 'auto' or None")
         if rule not in RULES:
             raise ValueError(f"PruningHook: rule={rule!r} must be one of {RULES}")
-        try:
-            self.config = PruneConfig(criterion=criterion, interval=interval, thresholds=thresholds, metric=metric,
-                                      round_to=round_to, step_fraction=step_fraction, min_keep=min_keep, seed=seed)
-        except ValueError as e:
-            raise ValueError(f"PruningHook: {e}") from None
-        self.prune_cfg = None if prune_cfg is None else os.fspath(prune_cfg)
+        #: the dependency JSON (the original's ``prune_cfg``), or None.
+        self.deps_path = None if prune_cfg is None else os.fspath(prune_cfg)
         self.continue_finetune = continue_finetune
         self.exclude = tuple(exclude)
         self.save_best, self.rule = save_best, rule
@@ -171,11 +144,11 @@ class PruningHook(Hook):
     # -- set-up -------------------------------------------------------------------------------------
     def before_run(self, runner: Any) -> None:
         """Read ``prune_cfg`` and check it was made for this model, before any time is spent training."""
-        if self.prune_cfg is not None and self.graph is None:
+        if self.deps_path is not None and self.graph is None:
             try:
-                self.graph = load_deps(self.prune_cfg, prune_target(runner.model))
+                self.graph = load_deps(self.deps_path, prune_target(runner.model))
             except ValueError as e:
-                raise ValueError(f"PruningHook: prune_cfg={self.prune_cfg!r}: {e}") from None
+                raise ValueError(f"PruningHook: prune_cfg={self.deps_path!r}: {e}") from None
 
     def _setup(self, runner: Any) -> Pruner:
         """Build the pruner on the (student) model once; every rank must build the same one."""
@@ -183,7 +156,7 @@ class PruningHook(Hook):
             return self.pruner
         model = prune_target(runner.model)
         device = next(model.parameters()).device
-        if self.graph is None and self.prune_cfg is not None:
+        if self.graph is None and self.deps_path is not None:
             self.before_run(runner)
         if self.graph is not None and self.graph.input_shapes:
             shape = self.graph.input_shapes[0]
@@ -195,6 +168,8 @@ class PruningHook(Hook):
             self.graph = comb(model, (inputs,), forward_fn=seg_forward, exclude=self.exclude)
         check_same_("the dependency graph", digest(graph_to_dict(self.graph)))
         self.pruner = Pruner(model, (inputs,), self.config, forward_fn=seg_forward, graph=self.graph)
+        # one decision on every rank: the saliency is averaged over the ranks before each step ranks it
+        self.pruner.register_prune_pre_hook(average_saliency_)
         print_log(f"PruningHook: {len(self.pruner.groups)} prunable groups; pruning to "
                   f"{list(self.config.thresholds)} {self.config.metric} sparsity with {self.config.criterion!r} "
                   f"every {self.config.interval} steps", logger="current")
@@ -231,15 +206,12 @@ class PruningHook(Hook):
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         """Re-zero the masked slices; every ``interval`` steps, prune (one decision on every rank)."""
         pruner = self.pruner
-        if not pruner.done and (pruner.iteration + 1) % self.config.interval == 0:
-            average_saliency_(pruner.saliency)
         event = pruner.step()
         MessageHub.get_current_instance().update_scalar("train/sparsity", float(pruner.sparsity))
         if event is None:
             return
-        check_same_("the units removed by the pruning step", removed_digest_input(pruner.masks.removed(),
-                                                                                  pruner.sparsity))
-        self.pending.extend(event.thresholds)
+        check_same_("the units removed by the pruning step", removed_digest_input(pruner.removed(), pruner.sparsity))
+        self.pending.extend(event.crossed)
         units = sum(len(u) for u in event.removed.values())
         print_log(f"PruningHook: step {event.iteration}: removed {units} units from {len(event.removed)} groups "
                   f"({event.batches} batches scored); {self.config.metric} sparsity {event.sparsity:.4f}"
@@ -272,7 +244,7 @@ class PruningHook(Hook):
         pruner = self.pruner
         model = prune_target(runner.model)
         old = dict(model.named_parameters())
-        cuts = kept_indices(pruner.graph, pruner.masks.removed())
+        cuts = kept_slices(pruner.graph, pruner.removed())
         self.plan = pruner.materialize_()
         self._detach()
         wrapper = getattr(runner, "optim_wrapper", None)
@@ -319,7 +291,7 @@ class PruningHook(Hook):
     # -- checkpoints --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The hook's state: the pruner's, whether the model is cut, thresholds saved and due, the best score."""
-        return {"format": FORMAT, "version": VERSION, "pruner": self.pruner.state_dict() if self.pruner else None,
+        return {**HOOK_STATE.header(), "pruner": self.pruner.state_dict() if self.pruner else None,
                 "materialized": self.materialized, "pending": list(self.pending), "saved": list(self.saved),
                 "best": dict(self.best)}
 
@@ -336,8 +308,7 @@ class PruningHook(Hook):
         state = checkpoint.get(STATE_KEY)
         if state is None:
             return
-        if not isinstance(state, Mapping) or state.get("format") != FORMAT or state.get("version") != VERSION:
-            raise ValueError(f"checkpoint entry {STATE_KEY!r} is not a PruningHook state of version {VERSION}")
+        HOOK_STATE.check(state, f"checkpoint entry {STATE_KEY!r}")
         pruner = self._setup(runner)
         if pruner.materialized:
             raise ValueError("PruningHook: the model was already cut when a checkpoint was loaded; load "

@@ -9,7 +9,6 @@ with) and a section of ``params.yaml`` (:mod:`cpd.pipeline.params`), and returns
 from __future__ import annotations
 
 import copy
-import math
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -18,12 +17,12 @@ from typing import Any
 
 from mmengine.config import Config, ConfigDict
 
-from cpd.graph.comb import comb
+from cpd.combing import check_exclude, comb
 from cpd.graph.group import DependencyGraph
 from cpd.mm.build import _drop_checkpoints_, build_model, example_inputs, load_config
 from cpd.mm.entry import seg_forward
 from cpd.mm.train import expand_knobs
-from cpd.pipeline.params import CombParams, DistillParams, PruneParams, TrainParams
+from cpd.pipeline.params import CombParams, DistillParams, ParamsError, PruneParams, TrainParams
 
 LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
 OWN_HOOKS = ("DVCLiveLoggerHook", "PruningHook")
@@ -135,13 +134,6 @@ def baseline_config(params: TrainParams, data_root: str, work_dir: str | os.Path
     return cfg
 
 
-def pruning_iters(params: PruneParams) -> int:
-    """An upper bound on the iterations the pruning run needs (the hook stops it at the target)."""
-    step = params.step_fraction if params.step_fraction is not None else params.target / 10
-    steps = math.ceil(params.target / step - 1e-9) + len(params.thresholds) + 1
-    return params.interval * steps
-
-
 def prune_config(base: Config, params: PruneParams, baseline: str | os.PathLike[str], deps: str | os.PathLike[str],
                  out_dir: str | os.PathLike[str], work_dir: str | os.PathLike[str],
                  live_dir: str | os.PathLike[str]) -> Config:
@@ -152,7 +144,8 @@ def prune_config(base: Config, params: PruneParams, baseline: str | os.PathLike[
     whose student and teacher both start from ``baseline``, so the importance also sees the KD gradient.
     """
     cfg = copy.deepcopy(base)
-    max_iters = pruning_iters(params)
+    pruning = params.pruning
+    max_iters = pruning.max_iterations
     if params.kd:
         cfg.model = ConfigDict(type="Distiller", student=copy.deepcopy(base.model), teacher=None,
                                teacher_checkpoint=os.fspath(baseline), student_checkpoint=os.fspath(baseline),
@@ -161,10 +154,8 @@ def prune_config(base: Config, params: PruneParams, baseline: str | os.PathLike[
     with_schedule(cfg, max_iters, max_iters + 1, params.lr, params.warmup_iters, decay=False)
     with_loaders(cfg, params.batch_size, params.workers)
     with_checkpoints(cfg, -1)
-    hook = dict(type="PruningHook", priority="LOWEST", interval=params.interval, prune_cfg=os.fspath(deps),
-                save_sparsity_thr=list(params.thresholds), continue_finetune=False, criterion=params.criterion,
-                metric=params.metric, round_to=params.round_to, step_fraction=params.step_fraction,
-                min_keep=params.min_keep, seed=params.seed, save_best=None, out_dir=os.fspath(out_dir))
+    hook = dict(type="PruningHook", priority="LOWEST", prune_cfg=os.fspath(deps), continue_finetune=False,
+                save_best=None, out_dir=os.fspath(out_dir), **pruning.to_dict())
     with_hooks(cfg, live_dir, max_iters, [hook])
     with_imports(cfg, ["cpd.mm.pruning_hook"])
     _common(cfg, work_dir, params.seed, "prune")
@@ -207,9 +198,14 @@ def comb_segmentor(cfg: Config, params: CombParams) -> DependencyGraph:
     """Trace the config's model (random weights, CPU) at ``params.size`` or its crop size.
 
     Raises:
+        ParamsError: ``params.exclude`` names nothing in the model.
         ValueError: the size does not fit the model.
     """
     model = build_model(cfg, input_size=params.size).eval()
+    try:
+        check_exclude(model, params.exclude)
+    except ValueError as e:
+        raise ParamsError(f"{params.NAME}.{e}") from None
     inputs = example_inputs(model, size=params.size)
     return comb(model, (inputs,), forward_fn=seg_forward, exclude=params.exclude)
 

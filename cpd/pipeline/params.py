@@ -5,7 +5,9 @@ fields of that section as the stage's params, so DVC reruns a stage when, and on
 changes.  Every value is checked when the section is read, before the stage does any work: a bad one
 raises :class:`ParamsError` naming the key, the value and what is allowed.
 
-Torch-free: this module needs PyYAML (only to read the file) and nothing else.
+The pruning options of the ``prune`` section are checked by their owner, :class:`cpd.prune.PruneConfig`
+(the same validator as the Python API's and the ``PruningHook``'s); everything else here.  Reading a
+section needs PyYAML; the ``prune`` section also imports the core (torch).
 """
 from __future__ import annotations
 
@@ -19,8 +21,6 @@ from typing import Any
 
 PARAMS_FILE = "params.yaml"
 DATA_SOURCES = ("digit_mosaic", "folder")
-CRITERIA = ("hessian", "taylor", "magnitude", "magnitude_l2", "random")
-METRICS = ("params", "flops", "channels")
 PROVIDERS = ("auto", "cpu", "cuda")
 
 
@@ -104,21 +104,9 @@ def size(key: str, v: Any) -> tuple[int, int]:
     return (int(v[0]), int(v[1]))
 
 
-def thresholds(key: str, v: Any) -> tuple[float, ...]:
-    """Sparsities in (0, 1), strictly ascending; the last one is the target."""
-    if _is_real(v):
-        v = [v]
-    if not isinstance(v, (list, tuple)) or not v:
-        raise ParamsError(f"{key}={v!r}: must be a non-empty list of sparsities in (0, 1), strictly ascending; "
-                          "the last one is the target")
-    for t in v:
-        if not _is_real(t) or not 0.0 < t < 1.0:
-            raise ParamsError(f"{key}={list(v)!r}: {t!r} is not a sparsity in (0, 1)")
-    for a, b in zip(v, v[1:]):
-        if not a < b:
-            raise ParamsError(f"{key}={list(v)!r}: must be strictly ascending ({a!r} is followed by {b!r}); "
-                              "the last one is the target")
-    return tuple(float(t) for t in v)
+def pruning_option(key: str, v: Any) -> Any:
+    """An option of :class:`cpd.prune.PruneConfig`: checked there, with the others (``PruneParams.validate``)."""
+    return v
 
 
 def spec(default: Any, check: Check) -> Any:
@@ -209,13 +197,13 @@ class PruneParams(Section):
     """``prune``: hook-driven pruning of the baseline to the thresholds (the last is the target)."""
 
     NAME = "prune"
-    thresholds: tuple[float, ...] = spec((0.3, 0.5), thresholds)
-    criterion: str = spec("hessian", choice(CRITERIA))
-    interval: int = spec(20, integer(1))
-    step_fraction: float | None = spec(0.05, optional(real(0.0, 1.0, low_open=True)))
-    metric: str = spec("params", choice(METRICS))
-    round_to: int = spec(8, integer(1))
-    min_keep: float = spec(0.1, real(0.0, 1.0, high_open=True))
+    thresholds: tuple[float, ...] = spec((0.3, 0.5), pruning_option)
+    criterion: str = spec("hessian", pruning_option)
+    interval: int = spec(20, pruning_option)
+    step_fraction: float | None = spec(0.05, pruning_option)
+    metric: str = spec("params", pruning_option)
+    round_to: int = spec(8, pruning_option)
+    min_keep: float = spec(0.1, pruning_option)
     kd: bool = spec(True, boolean)
     temperature: float = spec(2.0, real(0.0, low_open=True))
     alpha: float = spec(1.0, real(0.0))
@@ -225,6 +213,29 @@ class PruneParams(Section):
     workers: int | None = spec(None, optional(integer(0)))
     seed: int = spec(0, integer(0))
     gpus: int = spec(1, integer(1))
+
+    #: the keys that are :class:`cpd.prune.PruneConfig` options (``seed`` also seeds the training run).
+    PRUNING = ("thresholds", "criterion", "interval", "step_fraction", "metric", "round_to", "min_keep", "seed")
+
+    def validate(self) -> None:
+        """Check the pruning options with :class:`cpd.prune.PruneConfig` and keep its normalised values."""
+        config = self.pruning
+        for key in self.PRUNING:
+            object.__setattr__(self, key, getattr(config, key))
+
+    @property
+    def pruning(self) -> Any:
+        """The pruning options as a :class:`cpd.prune.PruneConfig`.
+
+        Raises:
+            ParamsError: a bad option (named ``prune.<key>``).
+        """
+        from cpd.prune import PruneConfig
+
+        try:
+            return PruneConfig.from_dict({key: getattr(self, key) for key in self.PRUNING})
+        except ValueError as e:
+            raise ParamsError(f"{self.NAME}.{e}") from None
 
     @property
     def target(self) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from cpd.importance import IMPORTANCES, METRICS
 
@@ -19,8 +19,8 @@ class PruneConfig:
     Attributes:
         criterion: name of a registered importance (``hessian``, ``taylor``, ``magnitude``,
             ``magnitude_l2``, ``random``, or one added with ``register_importance``).
-        interval: training iterations between two pruning steps; the importance is accumulated over
-            every batch of the interval.
+        interval: training iterations between two pruning steps (default 50, as the original's hook);
+            the importance is accumulated over every batch of the interval.
         thresholds: ascending sparsities in (0, 1); the last is the target.  A pruning step never goes
             past the next threshold, so the run passes through a model at each (to save, as the original
             ``save_sparsity_thr``); pruning stops at the target.
@@ -37,7 +37,7 @@ class PruneConfig:
     """
 
     criterion: str = "hessian"
-    interval: int = 100
+    interval: int = 50
     thresholds: tuple[float, ...] = (0.5,)
     metric: str = "params"
     round_to: int = 8
@@ -45,9 +45,12 @@ class PruneConfig:
     min_keep: float = 0.1
     seed: int = 0
 
+    #: other names a field is known by: the original work's hook argument for the thresholds.
+    ALIASES: ClassVar[dict[str, str]] = {"save_sparsity_thr": "thresholds"}
+
     def __post_init__(self) -> None:
         if isinstance(self.thresholds, (list, tuple)):
-            object.__setattr__(self, "thresholds", tuple(self.thresholds))
+            object.__setattr__(self, "thresholds", tuple(float(t) if _is_number(t) else t for t in self.thresholds))
         elif isinstance(self.thresholds, (int, float)) and not isinstance(self.thresholds, bool):
             object.__setattr__(self, "thresholds", (float(self.thresholds),))
         self.validate()
@@ -62,6 +65,17 @@ class PruneConfig:
         """Sparsity removed per pruning step (``step_fraction`` or ``target / 10``)."""
         return self.step_fraction if self.step_fraction is not None else self.target / DEFAULT_STEPS
 
+    @property
+    def max_iterations(self) -> int:
+        """An upper bound on the training iterations a run needs to reach the target.
+
+        Each pruning step removes ``step_size`` or stops at the next threshold, so the target takes at
+        most ``ceil(target / step_size)`` steps plus one per threshold, every ``interval`` iterations (one
+        more interval of slack for a step that falls a little short).
+        """
+        steps = math.ceil(self.target / self.step_size - 1e-9) + len(self.thresholds) + 1
+        return self.interval * steps
+
     def validate(self) -> None:
         """Check every field.
 
@@ -69,32 +83,33 @@ class PruneConfig:
             ValueError: naming the field, its value and what is allowed.
         """
         if self.criterion not in IMPORTANCES:
-            raise ValueError(f"criterion={self.criterion!r} is not a registered importance; "
+            raise ValueError(f"criterion={self.criterion!r}: not a registered importance; "
                              f"choose one of {sorted(IMPORTANCES)}")
         _int_at_least("interval", self.interval, 1)
         _int_at_least("round_to", self.round_to, 1)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"seed={self.seed!r} must be an integer")
+            raise ValueError(f"seed={self.seed!r}: must be an integer")
         if self.metric not in METRICS:
-            raise ValueError(f"metric={self.metric!r} is not supported; choose one of {list(METRICS)}")
+            raise ValueError(f"metric={self.metric!r}: not supported; choose one of {list(METRICS)}")
         thr = self.thresholds
+        shown = list(thr) if isinstance(thr, tuple) else thr
         if not isinstance(thr, tuple) or not thr:
-            raise ValueError(f"thresholds={thr!r} must be a non-empty list of sparsities in (0, 1), "
-                             "ascending, the last being the target")
+            raise ValueError(f"thresholds={shown!r}: must be a non-empty list of sparsities in (0, 1), "
+                             "strictly ascending; the last one is the target")
         for t in thr:
             if not _is_number(t) or not 0.0 < t < 1.0:
-                raise ValueError(f"thresholds={list(thr)!r}: {t!r} is not a sparsity in (0, 1) "
+                raise ValueError(f"thresholds={shown!r}: {t!r} is not a sparsity in (0, 1) "
                                  "(the target, the last one, must be in (0, 1) too)")
         for a, b in zip(thr, thr[1:]):
             if not a < b:
-                raise ValueError(f"thresholds={list(thr)!r} must be strictly ascending ({a!r} is followed by {b!r}); "
+                raise ValueError(f"thresholds={shown!r}: must be strictly ascending ({a!r} is followed by {b!r}); "
                                  "the last one is the target")
         if self.step_fraction is not None and (not _is_number(self.step_fraction)
                                                or not 0.0 < self.step_fraction <= 1.0):
-            raise ValueError(f"step_fraction={self.step_fraction!r} must be in (0, 1] or None (target / "
+            raise ValueError(f"step_fraction={self.step_fraction!r}: must be in (0, 1] or None (target / "
                              f"{DEFAULT_STEPS})")
         if not _is_number(self.min_keep) or not 0.0 <= self.min_keep < 1.0:
-            raise ValueError(f"min_keep={self.min_keep!r} must be in [0, 1)")
+            raise ValueError(f"min_keep={self.min_keep!r}: must be in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain JSON-ready values."""
@@ -103,17 +118,37 @@ class PruneConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PruneConfig":
-        """Build from a mapping (a ``params.yaml`` section).
+    def from_dict(cls, data: Mapping[str, Any], aliases: Mapping[str, str] | None = None) -> "PruneConfig":
+        """Build from a mapping (a ``params.yaml`` section, a hook's keyword arguments).
+
+        Args:
+            data: option name -> value; missing options keep their defaults.
+            aliases: other accepted names -> field name (e.g. :attr:`ALIASES`); a message about a value
+                given under an alias names the alias.
 
         Raises:
-            ValueError: an unknown key, or a bad value (see :meth:`validate`).
+            ValueError: an unknown key, a field given twice, or a bad value (see :meth:`validate`).
         """
+        aliases = dict(aliases or {})
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known - set(aliases))
         if unknown:
-            raise ValueError(f"unknown prune option(s) {unknown}; valid options are {sorted(known)}")
-        return cls(**dict(data))
+            raise ValueError(f"unknown prune option(s) {unknown}; valid options are {sorted(known | set(aliases))}")
+        values: dict[str, Any] = {}
+        given_as: dict[str, str] = {}
+        for key, value in data.items():
+            name = aliases.get(key, key)
+            if name in values:
+                raise ValueError(f"{given_as[name]} and {key} name the same option ({name}); give one of them")
+            values[name], given_as[name] = value, key
+        try:
+            return cls(**values)
+        except ValueError as e:
+            message = str(e)
+            for name, key in given_as.items():
+                if key != name and message.startswith(f"{name}="):
+                    message = key + message[len(name):]
+            raise ValueError(message) from None
 
 
 def _is_number(x: Any) -> bool:
@@ -122,4 +157,4 @@ def _is_number(x: Any) -> bool:
 
 def _int_at_least(key: str, value: Any, low: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{key}={value!r} must be an integer >= {low}")
+        raise ValueError(f"{key}={value!r}: must be an integer >= {low}")
