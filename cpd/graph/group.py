@@ -75,7 +75,7 @@ class DependencyGraph:
     fingerprint: str
     input_shapes: list[list[int]] = field(default_factory=list)
     notes: dict = field(default_factory=dict)
-    #: label -> (group id, unit) of the trace that built this graph (not saved; see ``cpd.graph.masked``).
+    #: label -> (group id, unit) of the trace that built this graph (not saved; see ``cpd.graph.reference``).
     label_units: np.ndarray | None = field(default=None, repr=False)
 
     def prunable(self) -> list[Group]:

@@ -3,7 +3,7 @@
 Every channel coordinate that the trace can see gets an integer *label* (0 means "no channel").
 Labels come from member axes (one label per index of a parameter, buffer or attribute axis) or are
 *coarse*: one label standing for a whole set of labels that must be removed together (an attention head
-seen through a batched matmul, a GroupNorm group).  Tracing only records facts; `groups.py` turns them
+seen through a batched matmul, a GroupNorm group).  Tracing only records facts; `group.py` turns them
 into groups and units at the end, with one connected-components pass.
 """
 from __future__ import annotations

@@ -6,28 +6,7 @@ equalities, coarse labels or blocks in ``ctx.space`` and returns the fields of e
 Rules register by operator name (the overload packet, e.g. ``"add"``) with :func:`register_rule`.
 An operator without a rule blocks every label it touches: never a silent wrong grouping.
 """
-from __future__ import annotations
+from cpd.graph.rules.registry import RULES, register_rule, rule_for
+from cpd.graph.rules import contract, layout, norm, pointwise  # noqa: F401  (fill the registry)
 
-from collections.abc import Callable
-from typing import Any
-
-RULES: dict[str, Callable[..., Any]] = {}
-
-
-def register_rule(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a propagation rule for the aten operators ``names`` (overload packet names)."""
-
-    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        for n in names:
-            RULES[n] = fn
-        return fn
-
-    return deco
-
-
-def rule_for(name: str) -> Callable[..., Any] | None:
-    """The rule registered for operator ``name``, or None."""
-    return RULES.get(name)
-
-
-from cpd.graph.rules import contract, layout, norm, pointwise  # noqa: E402,F401  (fill the registry)
+__all__ = ["RULES", "register_rule", "rule_for"]

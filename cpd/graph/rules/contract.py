@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from cpd.graph.fields import align, compress, compress_all, expand_dims, support
-from cpd.graph.rules import register_rule
+from cpd.graph.rules.registry import register_rule
 from cpd.graph.rules.pointwise import union_broadcast
 
 HEAD_ATTRS = ("num_heads", "heads", "n_heads", "num_attention_heads", "head_num")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from cpd.graph.fields import align, compress, compress_all, expand_dims, merge_disjoint, reshape_field, support
-from cpd.graph.rules import register_rule
+from cpd.graph.rules.registry import register_rule
 
 
 def _norm(d: int, n: int) -> int:

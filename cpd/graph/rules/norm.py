@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from cpd.graph.fields import align, compress_all, support
-from cpd.graph.rules import register_rule
+from cpd.graph.rules.registry import register_rule
 from cpd.graph.rules.contract import _axis_labels, reduce_fields
 from cpd.graph.rules.pointwise import union_broadcast
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from cpd.graph.fields import align, compress_all, expand_dims, support
-from cpd.graph.rules import register_rule
+from cpd.graph.rules.registry import register_rule
 
 POINTWISE = (
     "add sub rsub mul div true_divide floor_divide neg abs relu relu6 gelu silu sigmoid tanh hardswish hardsigmoid "
