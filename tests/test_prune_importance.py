@@ -66,6 +66,57 @@ def test_accumulator_sums_every_batch_exactly() -> None:
     assert acc.batches == 0 and not acc.second_order(group.id).any()
 
 
+def diagonal_by_hand(model: nn.Module, group, grads: dict[str, torch.Tensor]) -> np.ndarray:
+    """``sum_m sum_{i in u, m} (theta_i * grad_i)^2`` with explicit loops."""
+    params = dict(model.named_parameters())
+    out = np.zeros(group.num_units)
+    for m in (m for m in group.members if m.kind == "param"):
+        prod = (params[m.name].detach() * grads[m.name]).double() ** 2
+        for i, u in enumerate(m.unit):
+            out[u] += float(prod.select(m.dim, i).sum())
+    return out
+
+
+def test_accumulator_collects_the_joint_and_diagonal_terms() -> None:
+    """group_fisher squares the sum over members; obd sums every element's own square."""
+    model = mlp()
+    group = hidden_group(comb(model, (torch.randn(2, 3),)))
+    acc = SaliencyAccumulator(model, [group], diagonal=True)
+    joint, diagonal = np.zeros(group.num_units), np.zeros(group.num_units)
+    for seed in (5, 6, 7):
+        grads = known_grads(model, seed)
+        for n, p in model.named_parameters():
+            p.grad = grads[n].clone()
+        acc.update()
+        joint += saliency_by_hand(model, group, grads).sum(axis=0) ** 2
+        diagonal += diagonal_by_hand(model, group, grads)
+    np.testing.assert_allclose(acc.joint_second_order(group.id), joint, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(acc.diagonal_second_order(group.id), diagonal, rtol=1e-6, atol=1e-12)
+    assert not np.allclose(joint, acc.second_order(group.id))  # the covariances between members count
+    restored = SaliencyAccumulator(model, [group], diagonal=True)
+    restored.load_state_dict(acc.state_dict())
+    np.testing.assert_array_equal(restored.diagonal_second_order(group.id), acc.diagonal_second_order(group.id))
+    with pytest.raises(RuntimeError, match="diagonal=False"):
+        SaliencyAccumulator(model, [group]).diagonal_second_order(group.id)
+
+
+@pytest.mark.parametrize("criterion, term", [("group_fisher", "joint"), ("obd", "diagonal")])
+def test_second_order_criteria_score_their_term(criterion: str, term: str) -> None:
+    model = mlp()
+    pruner = Pruner(model, (torch.randn(2, 3),), PruneConfig(criterion=criterion, interval=2, round_to=1,
+                                                             thresholds=(0.2,)))
+    group = hidden_group(pruner.graph)
+    expected = np.zeros(group.num_units)
+    for seed in (3, 4):
+        grads = known_grads(model, seed)
+        for n, p in model.named_parameters():
+            p.grad = grads[n].clone()
+        pruner.accumulate()
+        expected += (saliency_by_hand(model, group, grads).sum(axis=0) ** 2 if term == "joint"
+                     else diagonal_by_hand(model, group, grads))
+    np.testing.assert_allclose(pruner.scores()[group.id], 0.5 * expected, rtol=1e-6)
+
+
 def test_pruner_scores_every_batch_of_the_interval() -> None:
     model = mlp()
     pruner = Pruner(model, (torch.randn(2, 3),), PruneConfig(interval=2, round_to=1, thresholds=(0.2,)))

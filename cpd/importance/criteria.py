@@ -12,11 +12,27 @@ the parameters by ``delta = -theta``; with the empirical Fisher ``F = E[g g^T]``
 (instead of squaring the sum over the whole group) drops the covariances between members, which mostly
 double count one change (a BN scale and the next conv's input column express the same channel).
 
+``group_fisher`` (Group Fisher pruning, Liu et al. 2021, the seed work's score): one mask per coupled unit,
+its gradient squared.  The mask multiplies every member slice of the unit at once, so its gradient is the
+saliency summed over the members, and the score squares that sum::
+
+    G_u = 1/2 * sum_{batches b} ( sum_{members m} sum_{i in u, m} theta_i * dL_b/dtheta_i )^2
+
+It keeps the covariances between members that ``hessian`` drops (both are the empirical-Fisher OBD term,
+``hessian`` with the Fisher block-diagonal over members, ``group_fisher`` with one block per unit).
+
+``obd``: Optimal Brain Damage with the Hessian's diagonal, estimated by the empirical Fisher's diagonal::
+
+    O_u = 1/2 * sum_{batches b} sum_{members m} sum_{i in u, m} (theta_i * dL_b/dtheta_i)^2
+
+i.e. every parameter element's own second-order term, with no cross terms at all.
+
 ``taylor``: first order, ``T_u = sum_m | mean_b sum_{i in u, m} theta_i * dL_b/dtheta_i |``.
 
-``hessian`` and ``taylor`` are loss changes: the pruner divides them by the cost the unit's removal saves
+``hessian``, ``group_fisher``, ``obd`` and ``taylor`` are loss changes: the pruner divides them by the cost the unit's removal saves
 (parameters, MACs or channels: the pruning metric), so a large layer is not pruned last just for being
-large and every group ranks on one global scale.
+large and every group ranks on one global scale (Group Fisher normalises by the FLOPs or memory its removal
+saves in the same way).
 
 ``magnitude`` / ``magnitude_l2``: the L1 mean / L2 root-mean-square of the unit's parameter entries over
 all its members (already per element, so not divided by cost).  ``random``: uniform random scores from the
@@ -44,6 +60,38 @@ class HessianImportance:
     def __call__(self, group: Group) -> np.ndarray:
         """Returns ``H_u`` for every unit of ``group``."""
         return 0.5 * self.ctx.saliency.second_order(group.id)
+
+
+@register_importance("group_fisher")
+class GroupFisherImportance:
+    """Group Fisher: the saliency summed over the coupled members, squared (see the module docstring)."""
+
+    needs_gradients = True
+    cost_normalized = True
+
+    def __init__(self, ctx: ImportanceContext) -> None:
+        self.ctx = ctx
+
+    def __call__(self, group: Group) -> np.ndarray:
+        """Returns ``G_u`` for every unit of ``group``."""
+        return 0.5 * self.ctx.saliency.joint_second_order(group.id)
+
+
+@register_importance("obd")
+class OBDImportance:
+    """Optimal Brain Damage with the empirical Fisher's diagonal (see the module docstring)."""
+
+    needs_gradients = True
+    cost_normalized = True
+    #: the saliency accumulator must collect the per-element squares
+    needs_diagonal = True
+
+    def __init__(self, ctx: ImportanceContext) -> None:
+        self.ctx = ctx
+
+    def __call__(self, group: Group) -> np.ndarray:
+        """Returns ``O_u`` for every unit of ``group``."""
+        return 0.5 * self.ctx.saliency.diagonal_second_order(group.id)
 
 
 @register_importance("taylor")

@@ -37,6 +37,8 @@ class Importance(Protocol):
 
     Attributes:
         needs_gradients: the criterion reads the saliency accumulator (fed after every backward).
+        needs_diagonal: (optional, on the factory: read before the criterion is built) the accumulator must
+            also collect the per-element squares (``SaliencyAccumulator.diagonal_second_order``).
         cost_normalized: scores are a loss change, to be divided by what removing the unit saves
             (parameters, MACs or channels, the pruning metric) so that groups of every size rank on one
             scale.  Criteria that are already per element (magnitude) or scale-free (random) leave it False.
