@@ -74,7 +74,7 @@ def test_member_floor_pins_units() -> None:
 def test_heads_go_whole_and_one_always_stays() -> None:
     case = ZOO["vit_torch_mha"]
     model = case.build()
-    pruner = run_to_target(PruneConfig(criterion="random", interval=1, thresholds=(0.9,), min_keep=0.0,
+    pruner = run_to_target(PruneConfig(criterion="random", interval=1, thresholds=(0.99,), min_keep=0.0,
                                        round_to=4), model, case.inputs())
     heads = next(g for g in pruner.groups if g.kind == "head")
     assert pruner.masks.dead[heads.id].sum() == heads.num_units - 1
@@ -131,3 +131,39 @@ def test_attach_to_the_optimizer() -> None:
                 assert not p.detach().index_select(dim, torch.nonzero(~live).flatten()).any()
     for h in handles:
         h.remove()
+
+
+def mlp_net() -> nn.Module:
+    """A removal of the 64-wide group costs 2.7% of the parameters, one of the 512-wide group 0.4%."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 8))
+
+
+@pytest.mark.parametrize("criterion", ["hessian", "group_fisher", "obd", "taylor", "magnitude", "random"])
+def test_every_criterion_lands_on_each_threshold(criterion: str) -> None:
+    """Steps that end on a threshold pass over removals that would overshoot it: equal models to compare."""
+    model = mlp_net()
+    inputs = (torch.randn(4, 8),)
+    pruner = Pruner(model, inputs, PruneConfig(criterion=criterion, interval=1, thresholds=(0.3, 0.5),
+                                               step_fraction=0.12, round_to=2))
+    gen = torch.Generator().manual_seed(1)
+    while not pruner.done:
+        model(torch.randn(8, 8, generator=gen)).square().mean().backward()
+        pruner.accumulate()
+        model.zero_grad()
+        pruner.step()
+    landed = {t: e.sparsity for e in pruner.history for t in e.crossed}
+    assert set(landed) == {0.3, 0.5}
+    for t, s in landed.items():
+        assert t <= s <= t + 0.005, (criterion, t, s)  # greedy alone: taylor reaches 0.32 for 0.3
+    assert all(w % 2 == 0 for w in live_widths(pruner).values())  # removals stay whole
+
+
+def test_landing_passes_over_a_removal_that_overshoots() -> None:
+    from cpd.prune.schedule import Removal, select
+
+    big = [Removal(0, [0, 1, 2, 3], 0.1, 10.0)]
+    small = [Removal(1, [u], 0.2 + u, 1.0) for u in range(8)]
+    assert select({0: big, 1: small}, 5.0) == {0: [0, 1, 2, 3]}  # plain greedy: overshoots by 5
+    assert select({0: big, 1: small}, 5.0, tolerance=0.5) == {1: [0, 1, 2, 3, 4]}  # lands on 5
+    assert select({0: big, 1: small[:2]}, 5.0, tolerance=0.5) == {1: [0, 1], 0: [0, 1, 2, 3]}  # nothing fits

@@ -36,7 +36,7 @@ from cpd.combing import comb
 from cpd.flops import count_macs, count_param_macs
 from cpd.graph.forward import run_forward
 from cpd.graph.group import DependencyGraph, fingerprint
-from cpd.importance import CostModel, ImportanceContext, SaliencyAccumulator, build_importance
+from cpd.importance import IMPORTANCES, CostModel, ImportanceContext, SaliencyAccumulator, build_importance
 from cpd.prune.config import PruneConfig
 from cpd.prune.live_norm import attach_live_norms, strip_live_norms_
 from cpd.prune.masks import MaskSet
@@ -49,6 +49,9 @@ from cpd.surgery.verify import CutTwin, breaking_groups
 #: refinement rounds per pruning step (costs are re-estimated after each; usually one or two suffice).
 MAX_ROUNDS = 8
 EPS = 1e-9
+#: a step that ends on a threshold lands within this share of the original metric above it, when some
+#: removal fits (see ``cpd.prune.schedule.select``).
+LANDING = 2e-3
 
 
 class Pruner:
@@ -84,7 +87,8 @@ class Pruner:
         self.macs_inputs = tuple(macs_inputs) if macs_inputs is not None else inputs
         self.groups = graph.prunable()
         self.masks = MaskSet(model, self.groups)
-        self.saliency = SaliencyAccumulator(model, self.groups)
+        self.saliency = SaliencyAccumulator(model, self.groups,
+                                            diagonal=bool(getattr(IMPORTANCES[config.criterion], "needs_diagonal", False)))
         self.rng = np.random.default_rng(config.seed)
         self.importance = build_importance(config.criterion, ImportanceContext(model, self.saliency, self.rng))
         param_macs, total_macs = ({}, 0)
@@ -199,8 +203,9 @@ class Pruner:
         goal = min(before + cfg.step_size, upcoming[0]) if upcoming else before
         scores = self.scores()
         start = self.masks.removed()
+        landing = bool(upcoming) and goal == upcoming[0]
         for _ in range(3):
-            self._fill(goal, scores)
+            self._fill(goal, scores, landing)
             step = self._step_removals(start)
             bad = {}
             if step and self.twin.breaks(self.masks.removed()):
@@ -219,8 +224,11 @@ class Pruner:
         self.history.append(event)
         return event
 
-    def _fill(self, goal: float, scores: Mapping[int, np.ndarray]) -> None:
-        """Kill the lowest-scoring removals until the estimated sparsity reaches ``goal`` (costs re-estimated)."""
+    def _fill(self, goal: float, scores: Mapping[int, np.ndarray], landing: bool = False) -> None:
+        """Kill the lowest-scoring removals until the estimated sparsity reaches ``goal`` (costs re-estimated).
+
+        ``landing``: ``goal`` is a threshold: removals that overshoot it are passed over (see ``select``).
+        """
         metric = self.config.metric
         for _ in range(MAX_ROUNDS):
             dead = self.masks.dead
@@ -234,7 +242,7 @@ class Pruner:
                 costs = self.costs.unit_costs(g, dead, metric)
                 weights = costs if self.importance.cost_normalized else np.ones(g.num_units)
                 options[g.id] = group_removals(g.id, dead[g.id], scores[g.id], weights, costs, self.limits[g.id])
-            picked = select(options, need)
+            picked = select(options, need, LANDING * self.original if landing else None)
             if not picked:
                 self.exhausted = True
                 return

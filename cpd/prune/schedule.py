@@ -136,14 +136,22 @@ def group_removals(gid: int, dead: np.ndarray, scores: np.ndarray, weights: np.n
     return removals
 
 
-def select(options: Mapping[int, list[Removal]], need: float) -> dict[int, list[int]]:
+def select(options: Mapping[int, list[Removal]], need: float, tolerance: float | None = None) -> dict[int, list[int]]:
     """Take the globally lowest-scoring next removal of any group until the estimated saving reaches ``need``.
 
     Removals with an infinite score (they save nothing in the metric) are never taken.
 
+    Landing (``tolerance`` given: a step that ends on a threshold): a removal that would take the saving
+    past ``need + tolerance`` is passed over (and its group gives nothing more: its later removals assume it)
+    in favour of the next lowest-scoring one that fits; if the saving still falls short once nothing fits,
+    the cheapest removals passed over are taken.  Removals stay whole, so widths stay multiples of
+    ``round_to``, and every criterion lands on the threshold to within ``tolerance`` or one removal of the
+    cheapest group, instead of one removal of whichever group came last (a few points on a narrow model).
+
     Args:
         options: per group, its removals in order.
         need: the saving to reach, in the metric.
+        tolerance: the overshoot allowed when landing; None: plain greedy (an intermediate step).
 
     Returns:
         ``{group id: [units]}`` to remove (empty when nothing can go).
@@ -152,11 +160,20 @@ def select(options: Mapping[int, list[Removal]], need: float) -> dict[int, list[
     heapq.heapify(heap)
     out: dict[int, list[int]] = {}
     saved = 0.0
+    passed: list[tuple[float, int, int]] = []  # (cost, group, index) of removals too big to land with
     while heap and saved < need:
         _, gid, i = heapq.heappop(heap)
         removal = options[gid][i]
+        if tolerance is not None and saved + removal.cost > need + tolerance:
+            passed.append((removal.cost, gid, i))
+            continue
         out.setdefault(gid, []).extend(removal.units)
         saved += removal.cost
         if i + 1 < len(options[gid]) and math.isfinite(options[gid][i + 1].score):
             heapq.heappush(heap, (options[gid][i + 1].score, gid, i + 1))
+    for cost, gid, i in sorted(passed):
+        if saved >= need:
+            break
+        out.setdefault(gid, []).extend(options[gid][i].units)
+        saved += cost
     return out
