@@ -1,11 +1,14 @@
 """Which importance criterion keeps the most accuracy?  Embedded default ViT, 50% of parameters removed.
 
-For every criterion (hessian, taylor, magnitude, random) and seed: start from the same trained baseline, prune
-iteratively while fine-tuning (importance accumulated over every batch of each interval) until 50% of the
-parameters are gone, cut the model, and measure mIoU right after pruning and after a short fine-tune. A plain
-PyTorch loop over in-memory digit mosaic scenes keeps the runs comparable and fast.
+For every criterion (hessian, group_fisher, obd, taylor, magnitude, random) and seed: start from the same
+trained baseline, prune iteratively while fine-tuning (importance accumulated over every batch of each
+interval) until 50% of the parameters are gone (every criterion lands on the target: see the schedule's
+landing), cut the model, and measure mIoU right after pruning and after a short fine-tune. A plain PyTorch
+loop over in-memory digit mosaic scenes keeps the runs comparable and fast. Each seed seeds the pruning run
+(batches, the random criterion), so criteria are compared seed by seed (paired): the default criterion
+against each other one.
 
-    python benchmarks/criteria.py [--seeds 0 1 2] [--baseline-steps 2600] [--prune-steps 100] [--tune-steps 200]
+    python benchmarks/criteria.py [--seeds 0 1 2 3 4] [--baseline-steps 2600] [--prune-steps 100] [--tune-steps 200]
 
 Writes benchmarks/results/criteria.json and the ``criteria`` section of docs/benchmarks.md.
 """
@@ -26,7 +29,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 CONFIG = ROOT / "configs" / "embedded" / "vit_digits.py"
-CRITERIA = ("hessian", "taylor", "magnitude", "random")
+CRITERIA = ("hessian", "group_fisher", "obd", "taylor", "magnitude", "random")
+DEFAULT = "hessian"
 
 
 def scenes(n: int, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,9 +123,37 @@ def prune_run(base, criterion: str, seed: int, data, args) -> dict:
             "miou_pruned": pruned, "miou_tuned": tuned, "seconds": time.perf_counter() - t0}
 
 
+def summarize(rows: list[dict], criteria: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per criterion: (mean, standard deviation) over seeds of mIoU after pruning, after tuning, and sparsity."""
+    out = {}
+    for criterion in criteria:
+        rs = [r for r in rows if r["criterion"] == criterion]
+        out[criterion] = {k: (statistics.mean(r[k] for r in rs), statistics.stdev(r[k] for r in rs) if len(rs) > 1
+                              else 0.0) for k in ("miou_pruned", "miou_tuned", "sparsity")}
+    return out
+
+
+def compare(rows: list[dict], criteria: list[str], seeds: list[int]) -> dict[str, dict]:
+    """The default criterion against each other one, seed by seed: differences of mIoU, and wins."""
+    if DEFAULT not in criteria:
+        return {}
+    by = {(r["criterion"], r["seed"]): r for r in rows}
+    out = {}
+    for c in criteria:
+        if c == DEFAULT:
+            continue
+        entry: dict = {"n": len(seeds)}
+        for key, name in (("miou_pruned", "pruned"), ("miou_tuned", "tuned")):
+            diffs = [by[(DEFAULT, s)][key] - by[(c, s)][key] for s in seeds]
+            entry[name] = {"mean": statistics.mean(diffs), "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+                           "wins": sum(d > 0 for d in diffs), "diffs": diffs}
+        out[c] = entry
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--criteria", nargs="+", default=list(CRITERIA))
     ap.add_argument("--train-scenes", type=int, default=6000)
     ap.add_argument("--test-scenes", type=int, default=500)
@@ -152,27 +184,36 @@ def main(argv: list[str] | None = None) -> int:
             row = prune_run(base, criterion, seed, data, args)
             rows.append(row)
             print(row, flush=True)
-    summary = {}
-    for criterion in args.criteria:
-        rs = [r for r in rows if r["criterion"] == criterion]
-        summary[criterion] = {k: (statistics.mean(r[k] for r in rs), statistics.pstdev(r[k] for r in rs))
-                              for k in ("miou_pruned", "miou_tuned", "sparsity")}
-    write_results("criteria", {"baseline_miou": base_miou, "runs": rows, "summary": summary, "args": vars(args) |
-                               {"baseline": str(args.baseline)}, "machine": machine()})
+    summary = summarize(rows, args.criteria)
+    paired = compare(rows, args.criteria, args.seeds)
+    write_results("criteria", {"baseline_miou": base_miou, "runs": rows, "summary": summary, "paired": paired,
+                               "args": vars(args) | {"baseline": args.baseline.name}, "machine": machine()})
     table = "\n".join(
-        f"| {c} | {s['miou_pruned'][0]:.3f} ± {s['miou_pruned'][1]:.3f} | {s['miou_tuned'][0]:.3f} ± "
-        f"{s['miou_tuned'][1]:.3f} | {s['sparsity'][0]:.2f} |" for c, s in summary.items())
+        f"| {c} | {s['sparsity'][0]:.4f} ± {s['sparsity'][1]:.4f} | {s['miou_pruned'][0]:.3f} ± "
+        f"{s['miou_pruned'][1]:.3f} | {s['miou_tuned'][0]:.3f} ± {s['miou_tuned'][1]:.3f} |"
+        for c, s in summary.items())
+    pairs = "\n".join(
+        f"| {DEFAULT} − {c} | {p['pruned']['mean']:+.3f} ± {p['pruned']['std']:.3f} | {p['pruned']['wins']}/{p['n']} | "
+        f"{p['tuned']['mean']:+.3f} ± {p['tuned']['std']:.3f} | {p['tuned']['wins']}/{p['n']} |"
+        for c, p in paired.items())
     update_section("criteria", f"""
 ## Importance criteria (`python benchmarks/criteria.py`)
 
 Embedded default ViT (baseline mIoU {base_miou:.3f} after {args.baseline_steps} steps), pruned to 50% of its
 parameters while fine-tuning ({args.prune_steps}-iteration budget, importance over every batch of each interval),
 then cut; mIoU on {args.test_scenes} held-out scenes right after the cut and after {args.tune_steps} more
-fine-tuning iterations. Mean ± spread over seeds {args.seeds}; {machine()}.
+fine-tuning iterations. Mean ± standard deviation over seeds {args.seeds}; {machine()}.
 
-| criterion | mIoU after pruning | mIoU after short fine-tune | params sparsity |
+| criterion | params sparsity reached | mIoU after pruning | mIoU after short fine-tune |
 |---|---|---|---|
 {table}
+
+Paired by seed (same batches): the default criterion's mIoU minus each other's, mean ± standard deviation of
+the differences, and on how many seeds the default is ahead.
+
+| pair | after pruning | ahead | after fine-tune | ahead |
+|---|---|---|---|---|
+{pairs}
 """)
     return 0
 

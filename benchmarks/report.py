@@ -1,15 +1,18 @@
 """Write benchmark results: a JSON file under benchmarks/results/ and a marked section of docs/benchmarks.md."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
+import sys
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cpd.files import write_atomic, write_json_atomic  # noqa: E402
 DOC = ROOT / "docs" / "benchmarks.md"
 HEADER = "# Benchmarks\n\nEach section is written by the script it names; numbers are medians of repeated runs, " \
          "measured on the machine described in the section.\n"
@@ -21,18 +24,9 @@ def machine() -> str:
            f"{torch.get_num_threads()} threads"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_results(name: str, data: dict) -> Path:
     """Write ``benchmarks/results/<name>.json`` atomically."""
-    path = ROOT / "benchmarks" / "results" / f"{name}.json"
-    _atomic_write(path, json.dumps(data, indent=2) + "\n")
-    return path
+    return write_json_atomic(data, ROOT / "benchmarks" / "results" / f"{name}.json", indent=2)
 
 
 def update_section(name: str, markdown: str) -> None:
@@ -42,4 +36,4 @@ def update_section(name: str, markdown: str) -> None:
     block = f"{begin}\n{markdown.strip()}\n{end}"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    _atomic_write(DOC, text)
+    write_atomic(DOC, lambda tmp: tmp.write_text(text))

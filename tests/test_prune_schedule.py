@@ -165,5 +165,6 @@ def test_landing_passes_over_a_removal_that_overshoots() -> None:
     big = [Removal(0, [0, 1, 2, 3], 0.1, 10.0)]
     small = [Removal(1, [u], 0.2 + u, 1.0) for u in range(8)]
     assert select({0: big, 1: small}, 5.0) == {0: [0, 1, 2, 3]}  # plain greedy: overshoots by 5
-    assert select({0: big, 1: small}, 5.0, tolerance=0.5) == {1: [0, 1, 2, 3, 4]}  # lands on 5
-    assert select({0: big, 1: small[:2]}, 5.0, tolerance=0.5) == {1: [0, 1], 0: [0, 1, 2, 3]}  # nothing fits
+    assert select({0: big, 1: small}, 5.0, limit=5.5) == {1: [0, 1, 2, 3, 4]}  # lands on 5
+    assert select({0: big, 1: small[:2]}, 5.0, limit=5.5) == {0: [0, 1, 2, 3]}  # the big one must go: the
+    # small ones taken before it are given back, as the saving stays above the need without them

@@ -49,8 +49,8 @@ from cpd.surgery.verify import CutTwin, breaking_groups
 #: refinement rounds per pruning step (costs are re-estimated after each; usually one or two suffice).
 MAX_ROUNDS = 8
 EPS = 1e-9
-#: a step that ends on a threshold lands within this share of the original metric above it, when some
-#: removal fits (see ``cpd.prune.schedule.select``).
+#: no step goes more than this share of the original metric past the next threshold, when some removal fits
+#: (see ``cpd.prune.schedule.select``): a step that ends on a threshold lands on it.
 LANDING = 2e-3
 
 
@@ -203,9 +203,8 @@ class Pruner:
         goal = min(before + cfg.step_size, upcoming[0]) if upcoming else before
         scores = self.scores()
         start = self.masks.removed()
-        landing = bool(upcoming) and goal == upcoming[0]
         for _ in range(3):
-            self._fill(goal, scores, landing)
+            self._fill(goal, scores, upcoming[0] if upcoming else None)
             step = self._step_removals(start)
             bad = {}
             if step and self.twin.breaks(self.masks.removed()):
@@ -224,15 +223,17 @@ class Pruner:
         self.history.append(event)
         return event
 
-    def _fill(self, goal: float, scores: Mapping[int, np.ndarray], landing: bool = False) -> None:
+    def _fill(self, goal: float, scores: Mapping[int, np.ndarray], threshold: float | None = None) -> None:
         """Kill the lowest-scoring removals until the estimated sparsity reaches ``goal`` (costs re-estimated).
 
-        ``landing``: ``goal`` is a threshold: removals that overshoot it are passed over (see ``select``).
+        ``threshold``: the next threshold; removals that would take the sparsity more than ``LANDING`` past it
+        are passed over (see ``select``), so the step that ends on it lands on it.
         """
         metric = self.config.metric
         for _ in range(MAX_ROUNDS):
             dead = self.masks.dead
-            need = (goal - (1.0 - self.costs.total(dead, metric) / self.original)) * self.original
+            now = 1.0 - self.costs.total(dead, metric) / self.original
+            need = (goal - now) * self.original
             if need <= EPS * self.original:
                 return
             options = {}
@@ -242,7 +243,8 @@ class Pruner:
                 costs = self.costs.unit_costs(g, dead, metric)
                 weights = costs if self.importance.cost_normalized else np.ones(g.num_units)
                 options[g.id] = group_removals(g.id, dead[g.id], scores[g.id], weights, costs, self.limits[g.id])
-            picked = select(options, need, LANDING * self.original if landing else None)
+            limit = None if threshold is None else (threshold + LANDING - now) * self.original
+            picked = select(options, need, limit)
             if not picked:
                 self.exhausted = True
                 return

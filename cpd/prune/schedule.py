@@ -136,44 +136,59 @@ def group_removals(gid: int, dead: np.ndarray, scores: np.ndarray, weights: np.n
     return removals
 
 
-def select(options: Mapping[int, list[Removal]], need: float, tolerance: float | None = None) -> dict[int, list[int]]:
+def select(options: Mapping[int, list[Removal]], need: float, limit: float | None = None) -> dict[int, list[int]]:
     """Take the globally lowest-scoring next removal of any group until the estimated saving reaches ``need``.
 
     Removals with an infinite score (they save nothing in the metric) are never taken.
 
-    Landing (``tolerance`` given: a step that ends on a threshold): a removal that would take the saving
-    past ``need + tolerance`` is passed over (and its group gives nothing more: its later removals assume it)
-    in favour of the next lowest-scoring one that fits; if the saving still falls short once nothing fits,
-    the cheapest removals passed over are taken.  Removals stay whole, so widths stay multiples of
-    ``round_to``, and every criterion lands on the threshold to within ``tolerance`` or one removal of the
-    cheapest group, instead of one removal of whichever group came last (a few points on a narrow model).
+    With a ``limit`` (the saving that would reach the next threshold, plus a small tolerance): a removal that
+    would take the saving past ``limit`` is passed over (and its group gives nothing more: its later
+    removals assume it) in favour of the next lowest-scoring one that fits.  If the saving still falls short
+    of ``need`` once nothing fits, the cheapest removals passed over are taken, and then the highest-scoring
+    removals taken before are given back, last first, as long as the saving stays at ``need`` (a whole head
+    that had to go makes room for the channels it overshoots by).  Removals stay whole, so widths stay
+    multiples of ``round_to``, and every criterion lands on a threshold to within the tolerance or a
+    fraction of one removal, instead of one removal of whichever group came last (a few points on a narrow
+    model).
 
     Args:
         options: per group, its removals in order.
         need: the saving to reach, in the metric.
-        tolerance: the overshoot allowed when landing; None: plain greedy (an intermediate step).
+        limit: the saving not to go past when avoidable; None: plain greedy.
 
     Returns:
         ``{group id: [units]}`` to remove (empty when nothing can go).
     """
     heap = [(b[0].score, gid, 0) for gid, b in options.items() if b and math.isfinite(b[0].score)]
     heapq.heapify(heap)
-    out: dict[int, list[int]] = {}
+    taken: list[tuple[int, int]] = []  # (group, index), in the order taken
     saved = 0.0
-    passed: list[tuple[float, int, int]] = []  # (cost, group, index) of removals too big to land with
+    passed: list[tuple[float, int, int]] = []  # (cost, group, index) of removals that would go past the limit
     while heap and saved < need:
         _, gid, i = heapq.heappop(heap)
         removal = options[gid][i]
-        if tolerance is not None and saved + removal.cost > need + tolerance:
+        if limit is not None and saved + removal.cost > limit:
             passed.append((removal.cost, gid, i))
             continue
-        out.setdefault(gid, []).extend(removal.units)
+        taken.append((gid, i))
         saved += removal.cost
         if i + 1 < len(options[gid]) and math.isfinite(options[gid][i + 1].score):
             heapq.heappush(heap, (options[gid][i + 1].score, gid, i + 1))
-    for cost, gid, i in sorted(passed):
-        if saved >= need:
-            break
+    if saved < need and passed:
+        forced: set[tuple[int, int]] = set()
+        for cost, gid, i in sorted(passed):
+            if saved >= need:
+                break
+            taken.append((gid, i))
+            forced.add((gid, i))
+            saved += cost
+        for gid, i in reversed(list(taken)):
+            cost = options[gid][i].cost
+            last_of_group = max(j for g, j in taken if g == gid) == i
+            if (gid, i) not in forced and last_of_group and saved - cost >= need:
+                taken.remove((gid, i))
+                saved -= cost
+    out: dict[int, list[int]] = {}
+    for gid, i in taken:
         out.setdefault(gid, []).extend(options[gid][i].units)
-        saved += cost
     return out
