@@ -32,6 +32,14 @@ def known_grads(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
     return {n: torch.randn(p.shape, generator=gen) for n, p in model.named_parameters()}
 
 
+def set_grads(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Give every parameter a known gradient; return them."""
+    grads = known_grads(model, seed)
+    for n, p in model.named_parameters():
+        p.grad = grads[n].clone()
+    return grads
+
+
 def saliency_by_hand(model: nn.Module, group, grads: dict[str, torch.Tensor]) -> np.ndarray:
     """``s[m, u] = sum over the unit's slice of member m of theta * grad``, with explicit loops."""
     params = dict(model.named_parameters())
@@ -52,9 +60,7 @@ def test_accumulator_sums_every_batch_exactly() -> None:
     expected_first = np.zeros((3, group.num_units))
     expected_second = np.zeros(group.num_units)
     for seed in (1, 2):
-        grads = known_grads(model, seed)
-        for n, p in model.named_parameters():
-            p.grad = grads[n].clone()
+        grads = set_grads(model, seed)
         acc.update()
         s = saliency_by_hand(model, group, grads)
         expected_first += s
@@ -84,9 +90,7 @@ def test_accumulator_collects_the_joint_and_diagonal_terms() -> None:
     acc = SaliencyAccumulator(model, [group], diagonal=True)
     joint, diagonal = np.zeros(group.num_units), np.zeros(group.num_units)
     for seed in (5, 6, 7):
-        grads = known_grads(model, seed)
-        for n, p in model.named_parameters():
-            p.grad = grads[n].clone()
+        grads = set_grads(model, seed)
         acc.update()
         joint += saliency_by_hand(model, group, grads).sum(axis=0) ** 2
         diagonal += diagonal_by_hand(model, group, grads)
@@ -108,9 +112,7 @@ def test_second_order_criteria_score_their_term(criterion: str, term: str) -> No
     group = hidden_group(pruner.graph)
     expected = np.zeros(group.num_units)
     for seed in (3, 4):
-        grads = known_grads(model, seed)
-        for n, p in model.named_parameters():
-            p.grad = grads[n].clone()
+        grads = set_grads(model, seed)
         pruner.accumulate()
         expected += (saliency_by_hand(model, group, grads).sum(axis=0) ** 2 if term == "joint"
                      else diagonal_by_hand(model, group, grads))
@@ -123,9 +125,7 @@ def test_pruner_scores_every_batch_of_the_interval() -> None:
     group = hidden_group(pruner.graph)
     expected = np.zeros(group.num_units)
     for seed in (3, 4):
-        grads = known_grads(model, seed)
-        for n, p in model.named_parameters():
-            p.grad = grads[n].clone()
+        grads = set_grads(model, seed)
         pruner.accumulate()
         expected += (saliency_by_hand(model, group, grads) ** 2).sum(axis=0)
     np.testing.assert_allclose(pruner.scores()[group.id], 0.5 * expected, rtol=1e-6)

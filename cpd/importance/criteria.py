@@ -47,15 +47,19 @@ from cpd.graph.group import Group
 from cpd.importance.registry import ImportanceContext, register_importance
 
 
-@register_importance("hessian")
-class HessianImportance:
-    """Second-order saliency with the empirical-Fisher diagonal blocks (see the module docstring)."""
+class SaliencyCriterion:
+    """Base of the criteria that read the saliency accumulator: loss changes, divided by the unit's cost."""
 
     needs_gradients = True
     cost_normalized = True
 
     def __init__(self, ctx: ImportanceContext) -> None:
         self.ctx = ctx
+
+
+@register_importance("hessian")
+class HessianImportance(SaliencyCriterion):
+    """Second-order saliency with the empirical-Fisher diagonal blocks (see the module docstring)."""
 
     def __call__(self, group: Group) -> np.ndarray:
         """Returns ``H_u`` for every unit of ``group``."""
@@ -63,14 +67,8 @@ class HessianImportance:
 
 
 @register_importance("group_fisher")
-class GroupFisherImportance:
+class GroupFisherImportance(SaliencyCriterion):
     """Group Fisher: the saliency summed over the coupled members, squared (see the module docstring)."""
-
-    needs_gradients = True
-    cost_normalized = True
-
-    def __init__(self, ctx: ImportanceContext) -> None:
-        self.ctx = ctx
 
     def __call__(self, group: Group) -> np.ndarray:
         """Returns ``G_u`` for every unit of ``group``."""
@@ -78,16 +76,11 @@ class GroupFisherImportance:
 
 
 @register_importance("obd")
-class OBDImportance:
+class OBDImportance(SaliencyCriterion):
     """Optimal Brain Damage with the empirical Fisher's diagonal (see the module docstring)."""
 
-    needs_gradients = True
-    cost_normalized = True
     #: the saliency accumulator must collect the per-element squares
     needs_diagonal = True
-
-    def __init__(self, ctx: ImportanceContext) -> None:
-        self.ctx = ctx
 
     def __call__(self, group: Group) -> np.ndarray:
         """Returns ``O_u`` for every unit of ``group``."""
@@ -95,14 +88,8 @@ class OBDImportance:
 
 
 @register_importance("taylor")
-class TaylorImportance:
+class TaylorImportance(SaliencyCriterion):
     """First-order Taylor saliency: the absolute mean first-order loss change, per member, summed."""
-
-    needs_gradients = True
-    cost_normalized = True
-
-    def __init__(self, ctx: ImportanceContext) -> None:
-        self.ctx = ctx
 
     def __call__(self, group: Group) -> np.ndarray:
         """Returns ``T_u`` for every unit of ``group``."""
