@@ -22,6 +22,7 @@ from torch import nn
 
 from cpd.graph.group import DependencyGraph
 from cpd.prune.plan import apply_plan_, check_plan, plan_removed, read_plan
+from cpd.safe_load import load_torch
 
 FORMAT = "cpd-pruned"
 VERSION = 1
@@ -58,9 +59,11 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
     """The plan and the state dict of a :func:`save_pruned` checkpoint (loaded with ``weights_only=True``).
 
     Raises:
-        ValueError: the file is not a cpd pruned checkpoint of a supported version.
+        FileNotFoundError: no such file.
+        ValueError: the file is truncated, refused (:mod:`cpd.safe_load`), or not a cpd pruned checkpoint of a
+            supported version.
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_torch(path, "pruned checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not a cpd pruned checkpoint (format {found!r}, expected {FORMAT!r})")
@@ -92,7 +95,7 @@ def pruned_shapes(model: nn.Module, graph: DependencyGraph, removed: Mapping[int
 def _load_weights(weights: Mapping[str, torch.Tensor] | str | os.PathLike) -> Mapping[str, torch.Tensor]:
     if isinstance(weights, Mapping):
         return weights
-    loaded = torch.load(weights, map_location="cpu", weights_only=True)
+    loaded = load_torch(weights, "weights")
     if isinstance(loaded, dict) and loaded.get("format") == FORMAT:
         return loaded["state_dict"]
     if not isinstance(loaded, dict):
