@@ -34,7 +34,9 @@ from typing import Any, TypeVar
 import torch
 
 #: How the refusal message tells a user to trust a file, unless the caller knows a better way.
-DEFAULT_OPT_IN = "pass trusted=True for this file alone"
+DEFAULT_OPT_IN = "if you trust this file, pass trusted=True for this file alone"
+#: The end of a refusal for the files cpd writes itself (pruned models, baselines): they never need more.
+NOT_FROM_CPD = "cpd writes this kind of file with tensors and plain data only, so this one was not written by cpd"
 
 
 class BadFileError(ValueError):
@@ -80,7 +82,7 @@ def _refused(path: str | os.PathLike[str], what: str, names: list[str], opt_in: 
     listed = ", ".join(names)
     return RefusedGlobalError(
         f"{what} {_fspath(path)!r} was refused: loading it would call {listed}, which is not among the globals "
-        f"a checkpoint may hold (tensors, plain data and a named allowlist); if you trust this file, {opt_in}",
+        f"a checkpoint may hold (tensors, plain data and a named allowlist); {opt_in}",
         names)
 
 
@@ -125,7 +127,7 @@ def check_torch(path: str | os.PathLike[str], what: str = "checkpoint", allow: A
         what: what the file is to the user (``"train.checkpoint"``, ``"teacher checkpoint"``...).
         allow: globals allowed besides torch's own (objects or ``(object, "module.name")`` pairs).
         trusted: the user vouches for this file: only its existence and header are checked.
-        opt_in: how the user trusts this file, quoted in the refusal.
+        opt_in: the end of the refusal: how the user trusts this file (or why no opt-in exists).
 
     Raises:
         FileNotFoundError: no such file.
@@ -155,7 +157,7 @@ def load_torch(path: str | os.PathLike[str], what: str = "checkpoint", allow: Al
             that bind a name in the file to a (restricted) stand-in.
         trusted: the user vouches for this one file: it is unpickled in full (``weights_only=False``),
             which runs whatever code it names.
-        opt_in: how the user trusts this file, quoted in the refusal.
+        opt_in: the end of the refusal: how the user trusts this file (or why no opt-in exists).
         map_location: as for :func:`torch.load`.
 
     Returns:

@@ -25,7 +25,7 @@ from cpd.mm.pruned import load_pruned_segmentor
 from cpd.mm.recipe import with_imports, with_loaders
 from cpd.mm.checkpoints import safe_checkpoint_loading, state_dict_of, trusted_in
 from cpd.prune import read_checkpoint, save_pruned
-from cpd.safe_load import load_torch
+from cpd.safe_load import NOT_FROM_CPD, load_torch
 
 #: mmseg's IoUMetric reports these in percent; the pipeline records fractions in [0, 1].
 SEG_METRICS = ("mIoU", "aAcc", "mAcc")
@@ -115,7 +115,7 @@ def load_baseline(cfg: Config, path: str | os.PathLike[str]) -> nn.Module:
     """
     from cpd.safe_load import BadFileError
 
-    ckpt = load_torch(path, "baseline")
+    ckpt = load_torch(path, "baseline", opt_in=NOT_FROM_CPD)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
         raise BadFileError(f"baseline {os.fspath(path)!r} holds no 'state_dict'; expected a file of the train stage")
     model = build_model(cfg)

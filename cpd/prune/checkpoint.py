@@ -22,7 +22,7 @@ from torch import nn
 
 from cpd.graph.group import DependencyGraph
 from cpd.prune.plan import apply_plan_, check_plan, plan_removed, read_plan
-from cpd.safe_load import load_torch
+from cpd.safe_load import NOT_FROM_CPD, load_torch
 
 FORMAT = "cpd-pruned"
 VERSION = 1
@@ -63,7 +63,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
         ValueError: the file is truncated, refused (:mod:`cpd.safe_load`), or not a cpd pruned checkpoint of a
             supported version.
     """
-    ckpt = load_torch(path, "pruned checkpoint")
+    ckpt = load_torch(path, "pruned checkpoint", opt_in=NOT_FROM_CPD)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not a cpd pruned checkpoint (format {found!r}, expected {FORMAT!r})")
