@@ -210,3 +210,27 @@ def test_a_truncated_checkpoint_is_one_line_before_the_runner(real: Path, data: 
     with pytest.raises(BadFileError, match=r"^load_from '.*cut.pth' is truncated or not a torch file"):
         train(CONFIG, tmp_path / "w", options(data, max_iters=2, hooks=[], load_from=str(cut)))
     assert not (tmp_path / "w").exists() or not any((tmp_path / "w").rglob("*.log"))
+
+
+def test_baselines_of_the_same_weights_are_the_same_bytes_in_any_checkout(real: Path, data: Path,
+                                                                          tmp_path: Path) -> None:
+    from cpd.mm.evaluation import checkpoint_source, save_baseline
+
+    cfg = train_config(CONFIG, tmp_path / "w", options(data))
+    outs = []
+    for checkout in ("first", "second/nested"):
+        root = tmp_path / checkout
+        (root / "outputs" / "train" / "work").mkdir(parents=True)
+        source = root / "outputs" / "train" / "work" / "iter_2.pth"
+        source.write_bytes(real.read_bytes())
+        assert checkpoint_source(source, root) == "outputs/train/work/iter_2.pth"
+        out = root / "outputs" / "train" / "baseline.pth"
+        save_baseline(cfg, source, out, meta={"config": "configs/embedded/vit_digits.py",
+                                              "from": checkpoint_source(source, root)})
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    assert str(tmp_path).encode() not in outs[0]
+    # a file outside the checkout is named by its content, wherever it lies
+    outside = checkpoint_source(real, tmp_path / "first")
+    copy = tmp_path / "first" / "outputs" / "train" / "work" / "iter_2.pth"
+    assert outside.startswith("sha256:") and outside == checkpoint_source(copy, tmp_path / "second")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import os
 import uuid
 from collections.abc import Mapping
@@ -76,12 +77,16 @@ def save_baseline(cfg: Config, checkpoint: str | os.PathLike[str], out: str | os
     except RuntimeError as e:
         raise ValueError(f"{os.fspath(checkpoint)!r} does not fit the model of the config: "
                          f"{' '.join(str(e).split())[:400]}") from None
+    # Serialised in memory: torch.save names the zip's folder after the file it writes, so a save straight
+    # into a temporary file would put that file's random name into the baseline's bytes.
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                "meta": dict(meta or {})}, buffer)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        torch.save({"state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                    "meta": dict(meta or {})}, tmp)
+        tmp.write_bytes(buffer.getvalue())
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
