@@ -32,6 +32,7 @@ import numpy as np
 from torch import nn
 
 from cpd.graph.group import DependencyGraph, Group, Member, fingerprint
+from cpd.safe_load import read_document
 
 FORMAT = "cpd-deps"
 VERSION = 1
@@ -99,10 +100,9 @@ def load_deps(path: str | os.PathLike, model: nn.Module | None = None) -> Depend
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a dependency file, unsupported version, or made for another architecture.
+        ValueError: truncated or not a dependency file, unsupported version, or made for another architecture.
     """
-    with open(path) as f:
-        graph = graph_from_dict(json.load(f))
+    graph = read_document(path, "deps JSON", graph_from_dict, "a cpd-deps file written by `cpd comb`")
     if model is not None:
         fp = fingerprint(model)
         if fp != graph.fingerprint:

@@ -25,6 +25,7 @@ from torch import nn
 
 from cpd.graph.deps_io import graph_from_dict, graph_to_dict, write_json_atomic
 from cpd.graph.group import DependencyGraph, fingerprint
+from cpd.safe_load import read_document
 from cpd.surgery import cut_, prepare_
 from cpd.surgery.cut import validate_plan
 
@@ -53,7 +54,7 @@ def read_plan(plan: Mapping | str | os.PathLike) -> dict:
         FileNotFoundError: a path that does not exist.
     """
     if isinstance(plan, os.PathLike) or (isinstance(plan, str) and not plan.lstrip().startswith("{")):
-        plan = json.loads(Path(plan).read_text())
+        return read_document(plan, "plan", read_plan, "a cpd-plan file written by the prune stage")
     elif isinstance(plan, str):
         plan = json.loads(plan)
     if not isinstance(plan, Mapping) or plan.get("format") != FORMAT:
