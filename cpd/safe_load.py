@@ -207,7 +207,7 @@ def read_json(path: str | os.PathLike[str], what: str, expected: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        state = "empty" if not text.strip() else f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+        state = "empty" if not text.strip() else f"not valid JSON ({e.msg}: line {e.lineno} column {e.colno})"
         raise BadFileError(f"{what} {_fspath(path)!r} is {state}; expected {expected}") from None
 
 

@@ -178,3 +178,20 @@ def resume_file(work_dir: str | os.PathLike[str]) -> Path | None:
     if not pointer.is_file():
         return None
     return Path(pointer.read_text().strip())
+
+
+def state_mismatch(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
+    """What keeps ``state`` from loading strictly into ``model``, in a few words (None: it fits).
+
+    A model of another config differs in dozens of keys; the counts and the first few names say so on
+    one line, where torch's own message lists them all.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = [f"{len(keys)} {label} (first: {', '.join(keys[:3])})"
+             for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                 ("tensors of another shape, file vs model", shapes)) if keys]
+    return "; ".join(parts) or None

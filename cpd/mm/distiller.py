@@ -39,7 +39,7 @@ from mmseg.utils import add_prefix  # noqa: E402
 
 from cpd.distill import affinity_loss, kd_kl_loss  # noqa: E402
 from cpd.mm.build import load_config, model_config  # noqa: E402
-from cpd.mm.checkpoints import state_dict_of  # noqa: E402
+from cpd.mm.checkpoints import state_dict_of, state_mismatch  # noqa: E402
 
 FEATURE_KEYS = frozenset({"weight", "index", "pool"})
 
@@ -58,11 +58,10 @@ def load_weights_(model: nn.Module, path: str | os.PathLike, what: str) -> None:
     state = state_dict_of(path, what)
     if state and all(k.startswith("student.") or k.startswith("teacher.") for k in state):
         state = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"Distiller: {what}={os.fspath(path)!r} does not fit the model: "
-                         f"{' '.join(str(e).split())[:400]}") from None
+    problem = state_mismatch(model, state)
+    if problem:
+        raise ValueError(f"Distiller: {what}={os.fspath(path)!r} does not fit the model: {problem}")
+    model.load_state_dict(state, strict=True)
 
 
 def build_teacher(teacher: Any, student_cfg: Any, checkpoint: str | os.PathLike | None) -> nn.Module:

@@ -24,7 +24,7 @@ from cpd.mm.build import build_model, example_inputs
 from cpd.mm.entry import seg_forward
 from cpd.mm.pruned import load_pruned_segmentor
 from cpd.mm.recipe import with_imports, with_loaders
-from cpd.mm.checkpoints import safe_checkpoint_loading, state_dict_of, trusted_in
+from cpd.mm.checkpoints import safe_checkpoint_loading, state_dict_of, state_mismatch, trusted_in
 from cpd.prune import read_checkpoint, save_pruned
 from cpd.safe_load import NOT_FROM_CPD, load_torch
 
@@ -72,11 +72,11 @@ def save_baseline(cfg: Config, checkpoint: str | os.PathLike[str], out: str | os
     """
     state = state_dict_of(checkpoint, "checkpoint", trusted_in(cfg))
     model = build_model(cfg)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{os.fspath(checkpoint)!r} does not fit the model of the config: "
-                         f"{' '.join(str(e).split())[:400]}") from None
+    problem = state_mismatch(model, state)
+    if problem:
+        raise ValueError(f"checkpoint {os.fspath(checkpoint)!r} does not fit the model of the config: {problem}; "
+                         "expected a checkpoint of this config's model")
+    model.load_state_dict(state, strict=True)
     # Serialised in memory: torch.save names the zip's folder after the file it writes, so a save straight
     # into a temporary file would put that file's random name into the baseline's bytes.
     buffer = io.BytesIO()
@@ -124,11 +124,10 @@ def load_baseline(cfg: Config, path: str | os.PathLike[str]) -> nn.Module:
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
         raise BadFileError(f"baseline {os.fspath(path)!r} holds no 'state_dict'; expected a file of the train stage")
     model = build_model(cfg)
-    try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-    except RuntimeError as e:
-        raise BadFileError(f"baseline {os.fspath(path)!r} does not fit the model of the config: "
-                           f"{' '.join(str(e).split())[:300]}") from None
+    problem = state_mismatch(model, ckpt["state_dict"])
+    if problem:
+        raise BadFileError(f"baseline {os.fspath(path)!r} does not fit the model of the config: {problem}")
+    model.load_state_dict(ckpt["state_dict"], strict=True)
     return model.eval()
 
 
