@@ -123,7 +123,7 @@ def load_pruned(base_model: nn.Module, plan: Mapping | str | os.PathLike,
     Raises:
         ValueError: the plan or the weights do not fit ``base_model``.
     """
-    source = f"{os.fspath(weights or plan)!r}" if isinstance(weights or plan, (str, os.PathLike)) else "the weights"
+    source = f" of {os.fspath(weights or plan)!r}" if isinstance(weights or plan, (str, os.PathLike)) else ""
     if weights is None:
         if not isinstance(plan, (str, os.PathLike)):
             raise ValueError("no weights given: pass weights (a state dict or a path), or as plan the path of a "
@@ -138,7 +138,7 @@ def load_pruned(base_model: nn.Module, plan: Mapping | str | os.PathLike,
     wrong = [f"{k}: {tuple(state[k].shape)} (expected {expected[k]})" for k in expected
              if k in state and tuple(state[k].shape) != expected[k]]
     if missing or unexpected or wrong:
-        raise ValueError(f"{source} does not fit this plan on this model: missing {missing[:5]}, unexpected "
+        raise ValueError(f"the weights{source} do not fit this plan on this model: missing {missing[:5]}, unexpected "
                          f"{unexpected[:5]}, wrong shapes {wrong[:5]}")
     apply_plan_(base_model, plan)
     base_model.load_state_dict(dict(state), strict=True)
