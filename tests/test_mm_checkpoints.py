@@ -198,7 +198,8 @@ def test_a_trusted_file_named_in_the_config_loads(real: Path, data: Path, tmp_pa
         _save_baseline(path, data, tmp_path)
     cfg = train_config(CONFIG, tmp_path / "w", options(data, **{TRUST_KEY: [str(path)]}))
     model = _evaluation().save_baseline(cfg, path, tmp_path / "baseline.pth")
-    assert torch.equal(model.state_dict()["decode_head.conv_seg.weight"], ckpt["state_dict"]["decode_head.conv_seg.weight"])
+    key = "decode_head.conv_seg.weight"
+    assert torch.equal(model.state_dict()[key], ckpt["state_dict"][key])
     runner = train(CONFIG, tmp_path / "w2", options(data, max_iters=2, hooks=[], load_from=str(path),
                                                      **{TRUST_KEY: [str(path)]}))
     assert runner.iter == 2

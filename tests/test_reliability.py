@@ -161,9 +161,9 @@ def distiller(teacher: Path):
 def run_checks(tmp: Path, **options):
     from mm_tiny import PRUNE_CONFIG, SMALL_VIT
 
-    from cpd.mm.train import check_run_checkpoints, train_config
+    from cpd.mm.train import check_run_inputs, train_config
 
-    return check_run_checkpoints(train_config(PRUNE_CONFIG, tmp / "work", {**SMALL_VIT, **options}))
+    return check_run_inputs(train_config(PRUNE_CONFIG, tmp / "work", {**SMALL_VIT, **options}))
 
 
 def onnx_file(tmp: Path) -> Path:
@@ -292,6 +292,11 @@ CASES = [
          lambda t: distiller(mm_checkpoint(t, **{"model.backbone.num_layers": 1})), needs="mmseg"),
     Case("load-from-truncated", "`load_from` cut in half", "`cpd.mm.train.train` (before the Runner)",
          lambda t: run_checks(t, load_from=str(cut(mm_checkpoint(t)))), needs="mmseg"),
+    Case("prune-run-deps-truncated", "the PruningHook's deps JSON cut in half",
+         "`cpd.mm.train.train` (before the Runner)",
+         lambda t: run_checks(t, load_from=None,
+                              custom_hooks=[dict(type="PruningHook", prune_cfg=str(cut(deps_file(t))))]),
+         needs="mmseg"),
     Case("onnx-truncated", "an ONNX file cut in half", "`open_session` (export stage, `compare_onnx`, latency)",
          lambda t: open_session_(cut(onnx_file(t))), needs="onnxruntime"),
     Case("onnx-missing", "no ONNX file", "`open_session`", lambda t: open_session_(t / "model.onnx"),

@@ -127,7 +127,7 @@ def train(
 
     cfg = train_config(config, work_dir, cfg_options, resume, launcher)
     trusted = [*trusted, *trusted_in(cfg)]
-    check_run_checkpoints(cfg, trusted)
+    check_run_inputs(cfg, trusted)
     _init_cpu_process_group(cfg)
     with safe_checkpoint_loading(trusted):
         runner = Runner.from_cfg(cfg)
@@ -174,7 +174,7 @@ def evaluate(
         cfg.model = {"type": "PrunedSegmentor", "checkpoint": str(checkpoint)}
         cfg.load_from = None
         cfg.custom_hooks = [h for h in cfg.get("custom_hooks") or [] if h.get("type") != "PruningHook"]
-    check_run_checkpoints(cfg, trusted)
+    check_run_inputs(cfg, trusted)
     _init_cpu_process_group(cfg)
     with safe_checkpoint_loading(trusted):
         runner = Runner.from_cfg(cfg)
@@ -182,16 +182,21 @@ def evaluate(
     return {key: _plain(value) for key, value in metrics.items()}
 
 
-def check_run_checkpoints(cfg: Config, trusted: Iterable[str | os.PathLike[str]] = ()) -> None:
-    """Refuse, before a Runner is built, the checkpoints a run of ``cfg`` would read and could not use.
+def check_run_inputs(cfg: Config, trusted: Iterable[str | os.PathLike[str]] = ()) -> None:
+    """Refuse, before a Runner is built (and logs ~400 lines), the files a run of ``cfg`` could not use.
 
-    Checks ``load_from``, the checkpoint ``resume`` picks in the work dir, and a distiller's
-    ``teacher_checkpoint`` / ``student_checkpoint`` (and a ``PrunedSegmentor``'s ``checkpoint``):
-    that they exist, are complete torch files, and hold only allowed globals (nothing is unpickled).
+    Checks ``load_from``, the checkpoint ``resume`` picks in the work dir, a distiller's
+    ``teacher_checkpoint`` / ``student_checkpoint``, a ``PrunedSegmentor``'s ``checkpoint`` (they exist,
+    are complete torch files, and hold only allowed globals; nothing is unpickled), and the
+    PruningHook's dependency JSON (it parses and is a cpd-deps file of a readable version; whether it
+    fits the model is checked by the hook, which has the model).
 
     Raises:
         FileNotFoundError, cpd.safe_load.BadFileError: one line naming the file and the key.
     """
+    from cpd.graph.deps_io import graph_from_dict
+    from cpd.safe_load import read_document
+
     files: list[tuple[str, Any]] = [("load_from", cfg.get("load_from"))]
     if cfg.get("resume"):
         files.append(("resume", resume_file(cfg.work_dir)))
@@ -204,6 +209,11 @@ def check_run_checkpoints(cfg: Config, trusted: Iterable[str | os.PathLike[str]]
     for key, path in files:
         if isinstance(path, (str, os.PathLike)) and "://" not in os.fspath(path):
             check_checkpoint(path, key, trusted)
+    for hook in cfg.get("custom_hooks") or []:
+        deps = hook.get("prune_cfg") if hook.get("type") == "PruningHook" else None
+        if isinstance(deps, (str, os.PathLike)):
+            read_document(deps, "PruningHook prune_cfg (deps JSON)", graph_from_dict,
+                          "a cpd-deps file written by `cpd comb` for this model")
 
 
 def _init_cpu_process_group(cfg: Config) -> None:
