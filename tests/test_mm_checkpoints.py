@@ -122,6 +122,7 @@ LOAD_PATHS = {
     "resume (train)": lambda ev, real, data, tmp: _resume(ev, data, tmp),
     "mmengine's own loader": lambda ev, real, data, tmp: _mmengine_load(ev),
     "evaluate": lambda ev, real, data, tmp: evaluate(CONFIG, ev, tmp / "w", options(data, hooks=[])),
+    "test_model (evaluate stage)": lambda ev, real, data, tmp: _test_model(ev, data, tmp),
     "pruned file (read_checkpoint)": lambda ev, real, data, tmp: _read_pruned(tmp, ev),
     "pruned file (load_pruned_segmentor)": lambda ev, real, data, tmp: _load_pruned_segmentor(tmp, ev),
 }
@@ -135,6 +136,11 @@ def _evaluation():
 
 def _save_baseline(ev: Path, data: Path, tmp: Path):
     return _evaluation().save_baseline(train_config(CONFIG, tmp / "w", options(data)), ev, tmp / "baseline.pth")
+
+
+def _test_model(ev: Path, data: Path, tmp: Path):
+    base = train_config(CONFIG, tmp / "w", options(data, hooks=[]))
+    return _evaluation().test_model(base, base.model, tmp / "w", load_from=ev)
 
 
 def _resume(ev: Path, data: Path, tmp: Path):

@@ -23,8 +23,9 @@ from cpd.flops import count_macs, count_params
 from cpd.mm.build import build_model, example_inputs
 from cpd.mm.entry import seg_forward
 from cpd.mm.pruned import load_pruned_segmentor
-from cpd.mm.recipe import with_imports, with_loaders
 from cpd.mm.checkpoints import safe_checkpoint_loading, state_dict_of, state_mismatch, trusted_in
+from cpd.mm.recipe import with_imports, with_loaders
+from cpd.mm.train import check_run_inputs
 from cpd.prune import read_checkpoint, save_pruned
 from cpd.safe_load import NOT_FROM_CPD, load_torch
 
@@ -171,6 +172,10 @@ def test_model(base: Config, model_cfg: Mapping[str, Any], work_dir: str | os.Pa
         work_dir: where mmengine writes its log.
         load_from: weights loaded into the model (the baseline's), or None.
         batch_size, workers: of the test loader (None: the config's).
+
+    Raises:
+        FileNotFoundError, cpd.safe_load.BadFileError: ``load_from`` or the model's checkpoint is missing,
+            damaged or refused (before the Runner is built).
     """
     from mmengine.runner import Runner
 
@@ -185,6 +190,7 @@ def test_model(base: Config, model_cfg: Mapping[str, Any], work_dir: str | os.Pa
     cfg.load_from = None if load_from is None else os.fspath(load_from)
     cfg.resume = False
     cfg.experiment_name = f"test-{uuid.uuid4().hex[:8]}"
+    check_run_inputs(cfg, trusted_in(cfg))
     with safe_checkpoint_loading(trusted_in(cfg)):
         runner = Runner.from_cfg(cfg)
         metrics = runner.test()
