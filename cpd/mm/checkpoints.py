@@ -175,9 +175,8 @@ def safe_checkpoint_loading(trusted: Iterable[str | os.PathLike[str]] = ()) -> I
 def resume_file(work_dir: str | os.PathLike[str]) -> Path | None:
     """The checkpoint mmengine's ``resume=True`` would read in ``work_dir`` (None: it starts afresh)."""
     pointer = Path(work_dir) / "last_checkpoint"
-    if not pointer.is_file():
-        return None
-    return Path(pointer.read_text().strip())
+    text = pointer.read_text().strip() if pointer.is_file() else ""
+    return Path(text) if text else None
 
 
 def state_mismatch(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
