@@ -32,7 +32,8 @@ from cpd.safe_load import check_torch, load_torch
 
 #: The config key (and ``--cfg-options`` key) listing checkpoint files the user trusts in full.
 TRUST_KEY = "trusted_checkpoints"
-OPT_IN = f"if you trust this file, name it in the config's {TRUST_KEY} list (--cfg-options {TRUST_KEY}=\"['FILE']\")"
+OPT_IN = (f"if you trust this file, name it alone in the config: {TRUST_KEY} = ['FILE'] in the config file "
+          f"(or --cfg-options {TRUST_KEY}=\"['FILE']\")")
 
 #: The statistic methods a HistoryBuffer pickles by name (mmengine 0.10 registers these four).
 HISTORY_STATISTICS = ("min", "max", "mean", "current")
