@@ -163,13 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", type=Path, default=ROOT / "benchmarks" / "results" / "criteria_baseline.pt")
     args = ap.parse_args(argv)
     from benchmarks.report import machine, update_section, write_results
+    from cpd.safe_load import load_torch
 
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
     data = (scenes(args.train_scenes, "train", 0), scenes(args.test_scenes, "val", 1))
     base = build()
     if args.baseline.exists():
-        base.load_state_dict(torch.load(args.baseline, weights_only=True))
+        base.load_state_dict(load_torch(args.baseline, "baseline"))
     else:
         t0 = time.perf_counter()
         train(base, *data[0], steps=args.baseline_steps, lr=2e-3, seed=0)

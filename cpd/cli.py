@@ -167,7 +167,7 @@ def load_model(config: str, size: Sequence[int] | None) -> tuple[Any, Any, Calla
         ) from None
     try:
         cfg = mm.load_config(config)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:  # ValueError: a config that does not parse or run
         raise UsageError(str(error)) from None
     input_size = tuple(size) if size is not None else None
     model = mm.build_model(cfg, input_size=input_size)

@@ -64,7 +64,7 @@ def work(args: argparse.Namespace) -> None:
     """Validate the params, then train (or take the given checkpoint)."""
     params: TrainParams = read_section(STAGE)
     check_paths(params)
-    from cpd.mm.evaluation import save_baseline
+    from cpd.mm.evaluation import checkpoint_source, save_baseline
     from cpd.mm.launch import run_config
     from cpd.mm.recipe import baseline_config, dump_config, model_only
 
@@ -82,7 +82,8 @@ def work(args: argparse.Namespace) -> None:
     else:
         log(STAGE, f"using the checkpoint {params.checkpoint} (no training)")
         source = Path(params.checkpoint)
-    model = save_baseline(cfg, source, out / "baseline.pth", meta={"config": params.config, "from": str(source)})
+    model = save_baseline(cfg, source, out / "baseline.pth",
+                          meta={"config": params.config, "from": checkpoint_source(source)})
     dump_config(model_only(cfg), out / "config.py")
     metrics["params"] = sum(p.numel() for p in model.parameters())
     log(STAGE, f"baseline: {metrics['params']} parameters -> {out / 'baseline.pth'}")

@@ -38,6 +38,17 @@ def test_missing_config_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureF
     assert not (tmp_path / "deps.json").exists()
 
 
+@needs_mm
+@pytest.mark.mm
+def test_a_config_that_does_not_parse_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "broken.py"
+    config.write_text("model = dict(type='EncoderDecoder'\n")
+    assert main(["comb", str(config), "--out", str(tmp_path / "deps.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"cpd: error: config {str(config)!r} does not parse ('(' was never closed, line 1); expected an " \
+                  "mmengine Python config"
+
+
 @pytest.mark.parametrize(
     "argv",
     [

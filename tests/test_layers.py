@@ -17,7 +17,7 @@ PACKAGE = ROOT / "cpd"
 #: module -> floor.  The core: files <- graph <- surgery <- importance <- prune, with comb above graph and
 #: surgery; the edges (export, pipeline, check, mm, cli) above the core.
 FLOORS = {
-    "cpd.files": 0,
+    "cpd.files": 0, "cpd.safe_load": 0.5,
     "cpd.graph": 1, "cpd.data": 1, "cpd.distill": 1,
     "cpd.flops": 2, "cpd.surgery": 2,
     "cpd.importance": 3, "cpd.combing": 3,

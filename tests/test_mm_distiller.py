@@ -12,6 +12,7 @@ pytest.importorskip("sklearn")
 from mm_tiny import HOOK, KD_CONFIG, PRUNE_CONFIG, SMALL_VIT, kd_options, probe_batch, student_outputs  # noqa: E402
 
 from cpd.mm import build_model, load_config  # noqa: E402
+from cpd.mm.checkpoints import load_checkpoint  # noqa: E402
 from cpd.mm.distiller import Distiller  # noqa: E402
 from cpd.mm.pruned import load_pruned_segmentor  # noqa: E402
 from cpd.mm.pruning_hook import PruningHook  # noqa: E402
@@ -76,7 +77,7 @@ def test_train_step_adds_kd_and_leaves_the_teacher_alone(teacher: Path) -> None:
     model.train()
     assert not model.teacher.training and all(not p.requires_grad for p in model.teacher.parameters())
     before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
-    saved = torch.load(teacher, weights_only=False)["state_dict"]
+    saved = load_checkpoint(teacher)["state_dict"]
     assert all(torch.equal(before[k], v) for k, v in saved.items())
 
     wrapper = OptimWrapper(torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2))
@@ -104,7 +105,7 @@ def test_pruning_with_distillation_prunes_the_student_only(data: Path, teacher: 
     model = runner.model
     hook = next(h for h in runner.hooks if isinstance(h, PruningHook))
     assert hook.materialized and hook.pruner.model is model.student
-    teacher_state = torch.load(teacher, weights_only=False)["state_dict"]
+    teacher_state = load_checkpoint(teacher)["state_dict"]
     assert {k: v.shape for k, v in model.teacher.state_dict().items()} == {k: v.shape for k, v in teacher_state.items()}
     assert sum(p.numel() for p in model.student.parameters()) < sum(p.numel() for p in model.teacher.parameters())
     assert "train/loss_kd" in runner.message_hub.log_scalars

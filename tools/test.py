@@ -1,7 +1,10 @@
 """Evaluate a checkpoint on a config's test split and print the metrics as JSON.
 
 Usage:
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options KEY=VALUE ...] [--out FILE]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options KEY=VALUE ...] [--out FILE] [--trust]
+
+CHECKPOINT is read weights-only (``cpd.mm.checkpoints``): a file that would run code is refused with one
+line naming the global it asked for; ``--trust`` reads that one file in full.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ except ModuleNotFoundError as err:  # run from a checkout that was not pip-insta
 from mmengine.config import DictAction
 
 from cpd.mm.train import evaluate
+from cpd.safe_load import BadFileError
 
 __all__ = ["evaluate", "main", "parse_args"]
 
@@ -38,13 +42,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="override config values, KEY=VALUE with dotted keys (e.g. data_root=PATH)",
     )
     parser.add_argument("--out", help="also write the metrics to this JSON file")
+    parser.add_argument(
+        "--trust", action="store_true",
+        help="read CHECKPOINT in full although it holds more than weights and plain data (this runs code "
+             "from the file: only for a file you trust; other files stay weights-only)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Evaluate and print the metrics; return the exit code (0 on success)."""
+    """Evaluate and print the metrics; return the exit code (0 on success, 2 for a bad checkpoint file)."""
     args = parse_args(argv)
-    metrics = evaluate(args.config, args.checkpoint, args.work_dir, args.cfg_options)
+    try:
+        metrics = evaluate(args.config, args.checkpoint, args.work_dir, args.cfg_options,
+                           trusted=[args.checkpoint] if args.trust else ())
+    except (FileNotFoundError, BadFileError) as e:
+        print(f"test.py: error: {e}", file=sys.stderr)
+        return 2
     text = json.dumps(metrics, indent=2, sort_keys=True)
     print(text)
     if args.out:

@@ -14,6 +14,7 @@ import numpy as np
 from torch import nn
 
 from cpd.export.onnx_export import ForwardFn, Inputs, as_inputs, require, torch_outputs
+from cpd.safe_load import BadFileError
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -72,6 +73,8 @@ def open_session(path: str | os.PathLike[str], provider: str | None = None, thre
 
     Raises:
         ValueError: ``provider`` is not an available provider, or ``threads`` is negative.
+        FileNotFoundError: no such file.
+        cpd.safe_load.BadFileError: the file is truncated or not an ONNX model (one line naming it).
     """
     ort = require("onnxruntime")
     provider = provider or ort_providers()[0]
@@ -84,7 +87,15 @@ def open_session(path: str | os.PathLike[str], provider: str | None = None, thre
     if threads is not None:
         options.intra_op_num_threads = threads
     providers = [provider] if provider == CPU else [provider, CPU]
-    return ort.InferenceSession(str(path), options, providers=providers)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ONNX file {os.fspath(path)!r} does not exist")
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own classes for a file it cannot read
+        detail = " ".join(str(e).split())
+        detail = detail.rsplit(" : ", 1)[-1][:200]  # drop the "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF" prefix
+        raise BadFileError(f"ONNX file {os.fspath(path)!r} cannot be loaded ({detail}); expected a complete "
+                           "ONNX model, as cpd.export.export_onnx writes") from None
 
 
 def run_session(session: Any, inputs: Inputs) -> list[np.ndarray]:

@@ -31,6 +31,7 @@ from torch import nn
 
 from cpd.files import DocKind, write_json_atomic
 from cpd.graph.group import DependencyGraph, Group, Member, fingerprint
+from cpd.safe_load import read_document
 
 DEPS = DocKind("cpd-deps", 1, "dependency file")
 
@@ -79,10 +80,9 @@ def load_deps(path: str | os.PathLike, model: nn.Module | None = None) -> Depend
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a dependency file, unsupported version, or made for another architecture.
+        ValueError: truncated or not a dependency file, unsupported version, or made for another architecture.
     """
-    with open(path) as f:
-        graph = graph_from_dict(json.load(f))
+    graph = read_document(path, "deps JSON", graph_from_dict, "a cpd-deps file written by `cpd comb`")
     if model is not None:
         fp = fingerprint(model)
         if fp != graph.fingerprint:

@@ -85,11 +85,31 @@ def load_config(
 
     Raises:
         FileNotFoundError: the config cannot be found.
+        cpd.safe_load.BadFileError: the config (or a file it inherits) does not parse or does not run
+            (one line naming the file, the error and its line).
     """
-    cfg = Config.fromfile(str(resolve_config(path_or_name)))
+    path = resolve_config(path_or_name)
+    try:
+        cfg = Config.fromfile(str(path))
+    except Exception as e:  # noqa: BLE001 - a config is Python: any error of its code is the file's fault
+        raise config_error(path, e) from None
     if cfg_options:
         cfg.merge_from_dict(dict(cfg_options))
     return cfg
+
+
+def config_error(path: str | os.PathLike[str], error: BaseException) -> Exception:
+    """The one-line error for a config file that mmengine could not read."""
+    from cpd.safe_load import BadFileError
+
+    if isinstance(error, FileNotFoundError):  # a missing _base_ file
+        missing = error.filename or str(error)
+        return FileNotFoundError(f"config {os.fspath(path)!r} inherits {missing!r}, which does not exist")
+    if isinstance(error, SyntaxError):
+        what = f"does not parse ({error.msg}, line {error.lineno})"
+    else:
+        what = f"fails when run ({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+    return BadFileError(f"config {os.fspath(path)!r} {what}; expected an mmengine Python config")
 
 
 def check_size(size: Any) -> Size:

@@ -39,36 +39,29 @@ from mmseg.utils import add_prefix  # noqa: E402
 
 from cpd.distill import affinity_loss, kd_kl_loss  # noqa: E402
 from cpd.mm.build import load_config, model_config  # noqa: E402
+from cpd.mm.checkpoints import state_dict_of, state_mismatch  # noqa: E402
 
 FEATURE_KEYS = frozenset({"weight", "index", "pool"})
-
-
-def _checkpoint_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The model weights of a checkpoint file (an mmengine checkpoint or a plain state dict).
-
-    mmengine checkpoints hold more than tensors, so the file is unpickled in full: use your own files.
-    """
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else None
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path} holds no state dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def load_weights_(model: nn.Module, path: str | os.PathLike, what: str) -> None:
     """Load a checkpoint's weights into ``model`` strictly (a distiller's checkpoint gives its student).
 
+    The file is read weights-only (:func:`cpd.mm.checkpoints.state_dict_of`); inside
+    :func:`cpd.mm.checkpoints.safe_checkpoint_loading` the files it trusts are read in full.
+
     Raises:
-        ValueError: the weights do not fit ``model``.
+        FileNotFoundError: no such file.
+        ValueError: the file is damaged or refused (:class:`cpd.safe_load.BadFileError`), or the weights
+            do not fit ``model``.
     """
-    state = _checkpoint_state(path)
+    state = state_dict_of(path, what)
     if state and all(k.startswith("student.") or k.startswith("teacher.") for k in state):
         state = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"Distiller: {what}={os.fspath(path)!r} does not fit the model: "
-                         f"{' '.join(str(e).split())[:400]}") from None
+    problem = state_mismatch(model, state)
+    if problem:
+        raise ValueError(f"Distiller: {what}={os.fspath(path)!r} does not fit the model: {problem}")
+    model.load_state_dict(state, strict=True)
 
 
 def build_teacher(teacher: Any, student_cfg: Any, checkpoint: str | os.PathLike | None) -> nn.Module:

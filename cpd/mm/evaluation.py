@@ -7,6 +7,7 @@ The baseline is stored as ``{"state_dict": ..., "meta": ...}`` (plain tensors, r
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import uuid
 from collections.abc import Mapping
@@ -21,59 +22,100 @@ from cpd.flops import count_macs, count_params
 from cpd.mm.build import build_model, example_inputs
 from cpd.mm.entry import seg_forward
 from cpd.mm.pruned import load_pruned_segmentor
+from cpd.mm.checkpoints import safe_checkpoint_loading, state_dict_of, state_mismatch, trusted_in
 from cpd.mm.recipe import with_imports, with_loaders
-from cpd.mm.train import full_checkpoint_loading
+from cpd.mm.train import check_run_inputs
 from cpd.prune import read_checkpoint, save_pruned
+from cpd.safe_load import NOT_FROM_CPD, load_torch, save_torch
 
 #: mmseg's IoUMetric reports these in percent; the pipeline records fractions in [0, 1].
 SEG_METRICS = ("mIoU", "aAcc", "mAcc")
 
 
-def checkpoint_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+def checkpoint_weights(path: str | os.PathLike[str], trusted: bool = False) -> dict[str, torch.Tensor]:
     """The model weights of an mmengine checkpoint or a plain state dict (a DDP ``module.`` prefix dropped).
 
-    mmengine checkpoints hold more than tensors, so the file is unpickled in full: use your own files.
+    Read weights-only with the allowlist of :mod:`cpd.mm.checkpoints`: no code of the file runs.
+
+    Args:
+        path: the file.
+        trusted: the user vouches for this file: read it in full (it may then run code).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file holds no state dict.
+        cpd.safe_load.BadFileError: damaged, refused, or holding no state dict (a ValueError).
     """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else None
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} holds no state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return state_dict_of(path, "checkpoint", [path] if trusted else ())
 
 
 def save_baseline(cfg: Config, checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
                   meta: Mapping[str, Any] | None = None) -> nn.Module:
     """Check that ``checkpoint``'s weights fit ``cfg``'s model and store them alone as ``out``.
 
+    ``out`` depends only on the weights and ``meta``: give ``meta`` no absolute path (the train stage
+    stores the checkpoint's path relative to the repository), so the same weights give the same bytes
+    in any checkout.
+
+    Args:
+        cfg: the config whose model the weights must fit; its ``trusted_checkpoints`` list may name
+            ``checkpoint`` to have it read in full.
+        checkpoint: an mmengine checkpoint or a state dict, read weights-only.
+        out: the baseline file to write (atomically).
+        meta: plain data stored beside the weights.
+
     Returns:
         The model with the weights loaded.
 
     Raises:
-        ValueError: the weights do not fit the model (names a few keys).
+        FileNotFoundError: no such checkpoint.
+        ValueError: the checkpoint is damaged or refused, or its weights do not fit the model (names a few keys).
     """
-    state = checkpoint_weights(checkpoint)
+    state = state_dict_of(checkpoint, "checkpoint", trusted_in(cfg))
     model = build_model(cfg)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{os.fspath(checkpoint)!r} does not fit the model of the config: "
-                         f"{' '.join(str(e).split())[:400]}") from None
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+    problem = state_mismatch(model, state)
+    if problem:
+        raise ValueError(f"checkpoint {os.fspath(checkpoint)!r} does not fit the model of the config: {problem}; "
+                         "expected a checkpoint of this config's model")
+    model.load_state_dict(state, strict=True)
+    save_torch({"state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
                 "meta": dict(meta or {})}, out)
     return model
 
 
+def checkpoint_source(path: str | os.PathLike[str], root: str | os.PathLike[str] = ".") -> str:
+    """What a baseline records as its source checkpoint, the same in every checkout.
+
+    Returns:
+        The path relative to ``root`` (POSIX) when the file lies under it; else ``sha256:<hex>`` of the
+        file's bytes (an absolute path would differ between machines).
+    """
+    p, base = Path(path).resolve(), Path(root).resolve()
+    if p.is_relative_to(base):
+        return p.relative_to(base).as_posix()
+    digest = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
 def load_baseline(cfg: Config, path: str | os.PathLike[str]) -> nn.Module:
-    """The baseline model of ``cfg`` with the weights of a :func:`save_baseline` file, in eval mode."""
+    """The baseline model of ``cfg`` with the weights of a :func:`save_baseline` file, in eval mode.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is damaged, not a baseline file, or its weights do not fit the model.
+    """
+    from cpd.safe_load import BadFileError
+
+    ckpt = load_torch(path, "baseline", opt_in=NOT_FROM_CPD)
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
+        raise BadFileError(f"baseline {os.fspath(path)!r} holds no 'state_dict'; expected a file of the train stage")
     model = build_model(cfg)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"], strict=True)
+    problem = state_mismatch(model, ckpt["state_dict"])
+    if problem:
+        raise BadFileError(f"baseline {os.fspath(path)!r} does not fit the model of the config: {problem}")
+    model.load_state_dict(ckpt["state_dict"], strict=True)
     return model.eval()
 
 
@@ -89,7 +131,7 @@ def save_student(distiller_checkpoint: str | os.PathLike[str], pruned: str | os.
     Raises:
         ValueError: the checkpoint holds no student weights fitting the pruned model.
     """
-    state = checkpoint_weights(distiller_checkpoint)
+    state = state_dict_of(distiller_checkpoint, "distiller checkpoint")
     student = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
     if not student:
         raise ValueError(f"{os.fspath(distiller_checkpoint)!r} holds no 'student.' weights")
@@ -117,6 +159,10 @@ def test_model(base: Config, model_cfg: Mapping[str, Any], work_dir: str | os.Pa
         work_dir: where mmengine writes its log.
         load_from: weights loaded into the model (the baseline's), or None.
         batch_size, workers: of the test loader (None: the config's).
+
+    Raises:
+        FileNotFoundError, cpd.safe_load.BadFileError: ``load_from`` or the model's checkpoint is missing,
+            damaged or refused (before the Runner is built).
     """
     from mmengine.runner import Runner
 
@@ -131,7 +177,8 @@ def test_model(base: Config, model_cfg: Mapping[str, Any], work_dir: str | os.Pa
     cfg.load_from = None if load_from is None else os.fspath(load_from)
     cfg.resume = False
     cfg.experiment_name = f"test-{uuid.uuid4().hex[:8]}"
-    runner = Runner.from_cfg(cfg)
-    with full_checkpoint_loading():
+    check_run_inputs(cfg, trusted_in(cfg))
+    with safe_checkpoint_loading(trusted_in(cfg)):
+        runner = Runner.from_cfg(cfg)
         metrics = runner.test()
     return {k: round(float(metrics[k]) / 100.0, 6) for k in SEG_METRICS if k in metrics}

@@ -9,9 +9,8 @@ path (a path given explicitly in the options wins). ``configs/embedded/vit_digit
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 from mmengine.config import Config
 
 from cpd.mm.build import load_config
+from cpd.mm.checkpoints import check_checkpoint, resume_file, safe_checkpoint_loading, trusted_in
 
 LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
 
@@ -103,22 +103,34 @@ def train(
     cfg_options: Mapping[str, Any] | None = None,
     resume: bool = False,
     launcher: str = "none",
+    trusted: Iterable[str | os.PathLike[str]] = (),
 ) -> Any:
     """Train a config with mmengine's Runner.
 
+    Every checkpoint the run reads (``load_from``, the one ``resume`` picks, a distiller's teacher and
+    student) is read weights-only with :data:`cpd.mm.checkpoints.ALLOWLIST`, and checked before the
+    Runner is built, so a bad file is one line before any log.
+
     Args:
         config, work_dir, cfg_options, resume, launcher: see :func:`train_config`.
+        trusted: checkpoint files read in full even so (also the config's ``trusted_checkpoints``).
 
     Returns:
         The Runner after training (``runner.model`` is the trained model; the checkpoints and
         logs are in ``runner.work_dir``).
+
+    Raises:
+        FileNotFoundError, cpd.safe_load.BadFileError: a checkpoint the run would read is missing,
+            damaged or refused (one line naming it).
     """
     from mmengine.runner import Runner
 
     cfg = train_config(config, work_dir, cfg_options, resume, launcher)
+    trusted = [*trusted, *trusted_in(cfg)]
+    check_run_inputs(cfg, trusted)
     _init_cpu_process_group(cfg)
-    runner = Runner.from_cfg(cfg)
-    with full_checkpoint_loading():
+    with safe_checkpoint_loading(trusted):
+        runner = Runner.from_cfg(cfg)
         runner.train()
     return runner
 
@@ -129,6 +141,7 @@ def evaluate(
     work_dir: str | os.PathLike[str] | None = None,
     cfg_options: Mapping[str, Any] | None = None,
     launcher: str = "none",
+    trusted: Iterable[str | os.PathLike[str]] = (),
 ) -> dict[str, float]:
     """Evaluate a checkpoint on the config's test split with its test evaluator.
 
@@ -136,19 +149,22 @@ def evaluate(
         config, work_dir, cfg_options, launcher: see :func:`train_config`.
         checkpoint: the ``.pth`` file to load: an mmengine checkpoint, or a pruned-model file of the
             pruning hook (``thr_<x>.pth``, ``best_pruned.pth``), which is tested in place of the config's
-            model (a distiller's student), without the config's PruningHook.
+            model (a distiller's student), without the config's PruningHook. Read weights-only
+            (see :func:`train`).
+        trusted: checkpoint files read in full even so (also the config's ``trusted_checkpoints``).
 
     Returns:
         The evaluator's metrics (mmseg reports ``mIoU``, ``aAcc``, ``mAcc`` in percent).
 
     Raises:
         FileNotFoundError: ``checkpoint`` does not exist.
+        cpd.safe_load.BadFileError: ``checkpoint`` is damaged, not a checkpoint, or refused.
     """
     from mmengine.runner import Runner
 
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint {str(checkpoint)!r} does not exist")
     cfg = train_config(config, work_dir, cfg_options, launcher=launcher)
+    trusted = [*trusted, *trusted_in(cfg)]
+    check_checkpoint(checkpoint, "checkpoint", trusted)
     cfg.load_from = str(checkpoint)
     from cpd.mm.pruned import is_pruned_file
 
@@ -158,33 +174,46 @@ def evaluate(
         cfg.model = {"type": "PrunedSegmentor", "checkpoint": str(checkpoint)}
         cfg.load_from = None
         cfg.custom_hooks = [h for h in cfg.get("custom_hooks") or [] if h.get("type") != "PruningHook"]
+    check_run_inputs(cfg, trusted)
     _init_cpu_process_group(cfg)
-    runner = Runner.from_cfg(cfg)
-    with full_checkpoint_loading():
+    with safe_checkpoint_loading(trusted):
+        runner = Runner.from_cfg(cfg)
         metrics = runner.test()
     return {key: _plain(value) for key, value in metrics.items()}
 
 
-@contextlib.contextmanager
-def full_checkpoint_loading() -> Iterator[None]:
-    """Let mmengine load its own checkpoints under torch >= 2.6.
+def check_run_inputs(cfg: Config, trusted: Iterable[str | os.PathLike[str]] = ()) -> None:
+    """Refuse, before a Runner is built (and logs ~400 lines), the files a run of ``cfg`` could not use.
 
-    mmengine 0.10.7 calls ``torch.load`` without ``weights_only``, which now defaults to True,
-    and its checkpoints hold a pickled message hub (with bound methods) besides the weights, so
-    resuming and ``load_from`` fail. Inside this block ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` gives
-    such calls the full unpickler again, as mmengine expects. That runs code from the file: load
-    only checkpoints you trust, such as those of your own runs.
+    Checks ``load_from``, the checkpoint ``resume`` picks in the work dir, a distiller's
+    ``teacher_checkpoint`` / ``student_checkpoint``, a ``PrunedSegmentor``'s ``checkpoint`` (they exist,
+    are complete torch files, and hold only allowed globals; nothing is unpickled), and the
+    PruningHook's dependency JSON (it parses and is a cpd-deps file of a readable version; whether it
+    fits the model is checked by the hook, which has the model).
+
+    Raises:
+        FileNotFoundError, cpd.safe_load.BadFileError: one line naming the file and the key.
     """
-    key = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
-    before = os.environ.get(key)
-    os.environ[key] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
+    from cpd.graph.deps_io import graph_from_dict
+    from cpd.safe_load import read_document
+
+    files: list[tuple[str, Any]] = [("load_from", cfg.get("load_from"))]
+    if cfg.get("resume"):
+        files.append(("resume", resume_file(cfg.work_dir)))
+    model = cfg.get("model") or {}
+    for key in ("teacher_checkpoint", "student_checkpoint", "checkpoint"):
+        files.append((f"model.{key}", model.get(key)))
+    student = model.get("student")
+    if isinstance(student, Mapping):
+        files.append(("model.student.checkpoint", student.get("checkpoint")))
+    for key, path in files:
+        if isinstance(path, (str, os.PathLike)) and "://" not in os.fspath(path):
+            check_checkpoint(path, key, trusted)
+    for hook in cfg.get("custom_hooks") or []:
+        deps = hook.get("prune_cfg") if hook.get("type") == "PruningHook" else None
+        if isinstance(deps, (str, os.PathLike)):
+            read_document(deps, "PruningHook prune_cfg (deps JSON)", graph_from_dict,
+                          "a cpd-deps file written by `cpd comb` for this model")
 
 
 def _init_cpu_process_group(cfg: Config) -> None:

@@ -311,16 +311,61 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a params file; an empty file is an empty mapping.
 
     Raises:
-        ParamsError: the file is not a YAML mapping.
+        ParamsError: the file does not exist, does not parse, or is not a YAML mapping (one line).
     """
     import yaml
 
-    data = yaml.load(Path(path).read_text(), Loader=_loader())  # noqa: S506 - a SafeLoader subclass
+    if not Path(path).is_file():
+        raise ParamsError(f"{os.fspath(path)}: no such params file (the pipeline reads {PARAMS_FILE} in the "
+                          "repository root)")
+    try:
+        data = yaml.load(Path(path).read_text(), Loader=_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ParamsError(f"{os.fspath(path)}: not valid YAML ({problem}{where})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def check_structure(data: Mapping[str, Any]) -> None:
+    """Refuse an unknown section, or an unknown key in any section, of a params file.
+
+    DVC reruns a stage only when a key it lists changes, so a misspelled key (``prune.treshold``) is
+    listed by no stage, reruns nothing and would be silently ignored; every stage therefore checks
+    the names of the whole file, not only of its own section (the values stay each stage's own).
+
+    Raises:
+        ParamsError: naming the unknown section or key and the valid ones.
+    """
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ParamsError(f"unknown section(s) {unknown}; the sections are {list(SECTIONS)}")
+    for name, section in data.items():
+        cls = SECTIONS[name]
+        if isinstance(section, Mapping):
+            known = [f.name for f in fields(cls)]
+            extra = sorted(set(section) - set(known))
+            if extra:
+                raise ParamsError(f"{name}: unknown key(s) {extra}; the section's keys are {known}")
+
+
+def check_params_file(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Section]:
+    """Validate every section of a params file (names and values), as a run of the whole pipeline would.
+
+    Returns:
+        The sections present, validated.
+
+    Raises:
+        ParamsError: the first problem, in one line naming the key.
+    """
+    data = read_yaml(path)
+    check_structure(data)
+    return {name: SECTIONS[name].from_dict(section) for name, section in data.items()}
 
 
 def read_section(name: str, path: str | os.PathLike[str] = PARAMS_FILE) -> Section:
@@ -335,10 +380,35 @@ def read_section(name: str, path: str | os.PathLike[str] = PARAMS_FILE) -> Secti
 
     Raises:
         KeyError: ``name`` is not a known section.
-        ParamsError: the section is missing or holds a bad value (the message names the key).
+        ParamsError: the file has an unknown section or key (:func:`check_structure`), or the section is
+            missing or holds a bad value (the message names the key).
     """
     cls = SECTIONS[name]
     data = read_yaml(path)
+    check_structure(data)
     if name not in data:
         raise ParamsError(f"{path} has no '{name}' section (keys: {list(cls.keys())})")
     return cls.from_dict(data[name])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cpd.pipeline.params [PARAMS_FILE]``: check the whole file; exit 2 with one line if bad.
+
+    A pipeline stage that depends on ``params.yaml`` as a file (not on its keys) and runs this
+    reruns on every edit of the file, so a misspelled key fails ``dvc repro`` / ``dvc exp run``.
+    """
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    path = args[0] if args else PARAMS_FILE
+    try:
+        sections = check_params_file(path)
+    except ParamsError as e:
+        print(f"error: bad value in {path}: {e}", file=sys.stderr)
+        return 2
+    print(f"{path}: {len(sections)} sections, every key known and every value valid")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

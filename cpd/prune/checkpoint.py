@@ -18,9 +18,10 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from cpd.files import DocKind, write_atomic
+from cpd.files import DocKind
 from cpd.graph.group import DependencyGraph
 from cpd.prune.plan import apply_plan_, check_plan, plan_removed, read_plan
+from cpd.safe_load import NOT_FROM_CPD, load_torch, save_torch
 
 PRUNED = DocKind("cpd-pruned", 1, "pruned checkpoint")
 
@@ -39,16 +40,18 @@ def save_pruned(model: nn.Module, plan: Mapping | str | os.PathLike, path: str |
     plan = read_plan(plan)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
     ckpt = {**PRUNED.header(), "plan": json.dumps(plan, separators=(",", ":")), "state_dict": state}
-    write_atomic(path, lambda tmp: torch.save(ckpt, tmp))
+    save_torch(ckpt, path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
     """The plan and the state dict of a :func:`save_pruned` checkpoint (loaded with ``weights_only=True``).
 
     Raises:
-        ValueError: the file is not a cpd pruned checkpoint of a supported version.
+        FileNotFoundError: no such file.
+        ValueError: the file is truncated, refused (:mod:`cpd.safe_load`), or not a cpd pruned checkpoint of a
+            supported version.
     """
-    ckpt = PRUNED.check(torch.load(path, map_location="cpu", weights_only=True), os.fspath(path))
+    ckpt = PRUNED.check(load_torch(path, "pruned checkpoint", opt_in=NOT_FROM_CPD), os.fspath(path))
     return read_plan(ckpt["plan"]), ckpt["state_dict"]
 
 
@@ -75,7 +78,7 @@ def pruned_shapes(model: nn.Module, graph: DependencyGraph, removed: Mapping[int
 def _load_weights(weights: Mapping[str, torch.Tensor] | str | os.PathLike) -> Mapping[str, torch.Tensor]:
     if isinstance(weights, Mapping):
         return weights
-    loaded = torch.load(weights, map_location="cpu", weights_only=True)
+    loaded = load_torch(weights, "weights")
     if isinstance(loaded, dict) and loaded.get("format") == PRUNED.format:
         return loaded["state_dict"]
     if not isinstance(loaded, dict):
@@ -103,6 +106,7 @@ def load_pruned(base_model: nn.Module, plan: Mapping | str | os.PathLike,
     Raises:
         ValueError: the plan or the weights do not fit ``base_model``.
     """
+    source = f" of {os.fspath(weights or plan)!r}" if isinstance(weights or plan, (str, os.PathLike)) else ""
     if weights is None:
         if not isinstance(plan, (str, os.PathLike)):
             raise ValueError("no weights given: pass weights (a state dict or a path), or as plan the path of a "
@@ -117,7 +121,7 @@ def load_pruned(base_model: nn.Module, plan: Mapping | str | os.PathLike,
     wrong = [f"{k}: {tuple(state[k].shape)} (expected {expected[k]})" for k in expected
              if k in state and tuple(state[k].shape) != expected[k]]
     if missing or unexpected or wrong:
-        raise ValueError(f"the weights do not fit this plan on this model: missing {missing[:5]}, unexpected "
+        raise ValueError(f"the weights{source} do not fit this plan on this model: missing {missing[:5]}, unexpected "
                          f"{unexpected[:5]}, wrong shapes {wrong[:5]}")
     apply_plan_(base_model, plan)
     base_model.load_state_dict(dict(state), strict=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -26,6 +25,7 @@ from torch import nn
 from cpd.files import DocKind, write_json_atomic
 from cpd.graph.deps_io import graph_from_dict, graph_to_dict
 from cpd.graph.group import DependencyGraph, fingerprint
+from cpd.safe_load import read_document
 from cpd.surgery import cut_, prepare_
 from cpd.surgery.cut import validate_plan
 
@@ -53,7 +53,7 @@ def read_plan(plan: Mapping | str | os.PathLike) -> dict:
         FileNotFoundError: a path that does not exist.
     """
     if isinstance(plan, os.PathLike) or (isinstance(plan, str) and not plan.lstrip().startswith("{")):
-        plan = json.loads(Path(plan).read_text())
+        return read_document(plan, "plan", read_plan, "a cpd-plan file written by the prune stage")
     elif isinstance(plan, str):
         plan = json.loads(plan)
     PLAN.check(plan)
