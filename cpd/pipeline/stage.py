@@ -1,16 +1,20 @@
-"""What every stage script shares: a clean failure on a bad params value, the thread count, timing, JSON files."""
+"""What every stage script shares: a clean failure on a bad params value, the thread count, timing, and
+outputs written atomically (a killed stage leaves its old file or its new one, never half of one)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+import traceback
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from cpd.pipeline.params import PARAMS_FILE, ParamsError
 
+EXIT_FAILED = 1
 EXIT_BAD_PARAMS = 2
 THREADS_VAR = "OMP_NUM_THREADS"
 
@@ -38,17 +42,28 @@ def run_stage(name: str, work: Callable[[], Any]) -> int:
         work: the stage's work; it reads and validates its params before doing anything else.
 
     Returns:
-        The exit code: 0, or ``EXIT_BAD_PARAMS``.  Other errors propagate with their traceback.
+        The exit code: 0; ``EXIT_BAD_PARAMS``; or ``EXIT_FAILED`` after any other error, whose traceback
+        is printed.  Both failures end with how to restore the stage's last outputs (DVC removed them
+        before running the stage).
     """
     start = time.perf_counter()
     print(f"[{name}] starting (torch threads: {limit_threads()})", flush=True)
     try:
         work()
     except ParamsError as e:
-        print(f"[{name}] error: bad value in {PARAMS_FILE}: {e}", file=sys.stderr, flush=True)
+        print(f"[{name}] error: bad value in {PARAMS_FILE}: {e}; {restore_hint(name)}", file=sys.stderr, flush=True)
         return EXIT_BAD_PARAMS
+    except Exception:
+        traceback.print_exc()
+        print(f"[{name}] failed; {restore_hint(name)}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
     print(f"[{name}] done in {time.perf_counter() - start:.1f} s", flush=True)
     return 0
+
+
+def restore_hint(name: str) -> str:
+    """What to run to get a failed stage's outputs back: DVC removed them before the stage ran."""
+    return f"`dvc checkout {name}` brings back its last outputs"
 
 
 def log(name: str, message: str) -> None:
@@ -56,12 +71,35 @@ def log(name: str, message: str) -> None:
     print(f"[{name}] {message}", flush=True)
 
 
-def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:
-    """Write ``data`` as indented JSON (keys in insertion order), creating the folder."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block ends without error.
+
+    The temporary name is fixed (``.<stem>.partial<suffix>``, the suffix kept for writers that pick a
+    format by it, such as matplotlib), so a file left by a killed run is overwritten and renamed away by
+    the next one instead of piling up.  On an error the temporary file is removed and ``path`` is as it was.
+
+    Args:
+        path: the file to write; its folder is created.
+
+    Yields:
+        The temporary path.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:
+    """Write ``data`` as indented JSON (keys in insertion order) atomically, creating the folder."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    return Path(path)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
