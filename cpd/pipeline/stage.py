@@ -14,6 +14,7 @@ from typing import Any
 
 from cpd.pipeline.params import PARAMS_FILE, ParamsError
 
+DVC_FILE = "dvc.yaml"
 EXIT_FAILED = 1
 EXIT_BAD_PARAMS = 2
 THREADS_VAR = "OMP_NUM_THREADS"
@@ -61,9 +62,31 @@ def run_stage(name: str, work: Callable[[], Any]) -> int:
     return 0
 
 
-def restore_hint(name: str) -> str:
-    """What to run to get a failed stage's outputs back: DVC removed them before the stage ran."""
-    return f"`dvc checkout {name}` brings back its last outputs"
+def restore_hint(name: str, dvc_file: str | os.PathLike[str] = DVC_FILE) -> str:
+    """What brings a failed stage's outputs back: DVC removed them before the stage ran.
+
+    The cached ones come back with ``dvc checkout <stage>``; those kept in git (``cache: false`` in
+    ``dvc_file``, such as the metrics JSON) with ``git checkout``.
+    """
+    hint = f"`dvc checkout {name}` brings back its last outputs"
+    kept = outputs_kept_in_git(name, dvc_file)
+    return hint + (f", `git checkout -- {' '.join(kept)}` the ones in git" if kept else "")
+
+
+def outputs_kept_in_git(name: str, dvc_file: str | os.PathLike[str] = DVC_FILE) -> list[str]:
+    """The outputs, metrics and plots of stage ``name`` that ``dvc_file`` marks ``cache: false`` ([] if unknown)."""
+    import yaml
+
+    try:
+        stage = (yaml.safe_load(Path(dvc_file).read_text()).get("stages") or {}).get(name) or {}
+    except Exception:  # a hint only: an unreadable dvc.yaml must not hide the stage's own error
+        return []
+    kept = []
+    for key in ("outs", "metrics", "plots"):
+        for entry in stage.get(key) or []:
+            if isinstance(entry, dict):
+                kept += [path for path, opts in entry.items() if (opts or {}).get("cache", True) is False]
+    return kept
 
 
 def log(name: str, message: str) -> None:
