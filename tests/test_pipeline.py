@@ -2,7 +2,7 @@
 
 The repository's ``dvc.yaml``, ``params.yaml``, ``stages/``, ``configs/`` and ``cpd/`` (the code the stages
 depend on) are copied into a fresh git + DVC repository; ``params.yaml`` is shrunk to a few scenes, a
-2-layer ViT of width 32 and a few iterations per stage.  The module takes about three minutes on one busy
+2-layer ViT of width 32 and a few iterations per stage.  The module takes about four minutes on one busy
 CPU core; the kill tests (``slow``) about three more.
 """
 from __future__ import annotations
