@@ -88,8 +88,8 @@ def with_schedule(cfg: Config, max_iters: int, val_interval: int, lr: float | No
         max_iters: iterations of the run.
         val_interval: iterations between validations.
         lr: the peak learning rate; None keeps the config's optimizer and schedule.
-        warmup_iters: iterations of the linear warm-up (>= 0); a warm-up longer than the run is cut at
-            its end.
+        warmup_iters: iterations of the linear warm-up (>= 0); with ``warmup_iters >= max_iters`` the
+            whole run warms up and never reaches ``lr``.
         decay: cosine decay after the warm-up (else a constant rate).
     """
     knobs = cfg.get("knobs") or {}
