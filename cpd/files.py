@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +59,10 @@ class DocKind:
 def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
     """Write a file through ``write(temporary path)`` and a rename; the folder is created if needed.
 
+    The temporary name is fixed (``.<stem>.partial<suffix>``, the suffix kept for writers that pick a format
+    by it, such as matplotlib), so a file left by a killed run is overwritten and renamed away by the next
+    one instead of piling up.
+
     Args:
         path: the file to (re)place.
         write: writes the whole content to the path it is given (it may also validate it: whatever it
@@ -70,12 +73,9 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
         write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; the files cpd writes are ordinary ones
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

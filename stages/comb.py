@@ -1,6 +1,6 @@
 """Stage ``comb``: trace the baseline's architecture and write its dependency JSON.
 
-Usage: python stages/comb.py CONFIG OUT_JSON METRICS_JSON
+Usage: python -m stages.comb CONFIG OUT_JSON METRICS_JSON
 
 Reads the ``comb`` section of params.yaml.  CONFIG is the train stage's ``config.py``; the model is
 built with random weights (the structure is all that matters).  OUT_JSON is what ``cpd comb`` writes
@@ -21,7 +21,7 @@ STAGE = "comb"
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (``sys.argv[1:]`` when ``argv`` is None)."""
-    parser = argparse.ArgumentParser(prog="stages/comb.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stages.comb", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="the trained config (the train stage's config.py)")
     parser.add_argument("out", help="dependency JSON to write")
     parser.add_argument("metrics", help="metrics JSON to write")
@@ -33,7 +33,10 @@ def work(args: argparse.Namespace) -> None:
     params: CombParams = read_section(STAGE)
     from cpd import save_deps
     from cpd.mm import load_config
+    from cpd.mm.console import quiet_console
     from cpd.mm.recipe import comb_segmentor
+
+    quiet_console()  # library warnings nobody here can act on stay off the console
 
     start = time.perf_counter()
     graph = comb_segmentor(load_config(args.config), params)

@@ -1,6 +1,6 @@
 """Stage ``data``: write the digit mosaic scenes (or check a dataset folder) and describe them.
 
-Usage: python stages/data.py OUT_DIR METRICS_JSON
+Usage: python -m stages.data OUT_DIR METRICS_JSON
 
 Reads the ``data`` section of params.yaml.  Writes ``OUT_DIR/dataset.json`` (the data root every later
 stage trains and tests on), ``OUT_DIR/digit_mosaic/`` (mmseg layout: img_dir/ and ann_dir/, train and
@@ -21,7 +21,7 @@ STAGE = "data"
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (``sys.argv[1:]`` when ``argv`` is None)."""
-    parser = argparse.ArgumentParser(prog="stages/data.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stages.data", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="output folder (dataset.json and the scenes)")
     parser.add_argument("metrics", help="metrics JSON to write")
     return parser.parse_args(argv)

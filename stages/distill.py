@@ -1,6 +1,6 @@
 """Stage ``distill``: fine-tune the pruned student with knowledge distillation from the baseline.
 
-Usage: python stages/distill.py TRAIN_DIR PRUNE_DIR OUT_DIR METRICS_JSON
+Usage: python -m stages.distill TRAIN_DIR PRUNE_DIR OUT_DIR METRICS_JSON
 
 Reads the ``distill`` section of params.yaml.  The model is a :class:`cpd.mm.distiller.Distiller`: the
 student is PRUNE_DIR's ``pruned.pth`` (rebuilt from its plan), the frozen teacher TRAIN_DIR's baseline;
@@ -25,7 +25,7 @@ STAGE = "distill"
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (``sys.argv[1:]`` when ``argv`` is None)."""
-    parser = argparse.ArgumentParser(prog="stages/distill.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stages.distill", description=__doc__.splitlines()[0])
     parser.add_argument("train_dir", help="the train stage's output folder")
     parser.add_argument("prune_dir", help="the prune stage's output folder")
     parser.add_argument("out_dir", help="output folder")
@@ -37,9 +37,12 @@ def work(args: argparse.Namespace) -> None:
     """Validate the params, then distill."""
     params: DistillParams = read_section(STAGE)
     from cpd.mm import load_config
+    from cpd.mm.console import quiet_console
     from cpd.mm.evaluation import save_student
     from cpd.mm.launch import run_config
     from cpd.mm.recipe import distill_config
+
+    quiet_console()  # mmengine's environment and config dumps go to the log files only
 
     train, pruned, out = Path(args.train_dir), Path(args.prune_dir) / "pruned.pth", Path(args.out_dir)
     cfg = distill_config(load_config(train / "config.py"), params, train / "baseline.pth", pruned,

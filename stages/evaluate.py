@@ -1,6 +1,6 @@
 """Stage ``evaluate``: mIoU, aAcc, parameters and FLOPs of the baseline, the pruned and the distilled model.
 
-Usage: python stages/evaluate.py TRAIN_DIR PRUNE_DIR DISTILL_DIR OUT_DIR METRICS_JSON
+Usage: python -m stages.evaluate TRAIN_DIR PRUNE_DIR DISTILL_DIR OUT_DIR METRICS_JSON
 
 Reads the ``evaluate`` section of params.yaml.  Every model runs the trained config's test loop (the
 validation scenes of the embedded default); FLOPs are multiply-accumulates of one image at the crop
@@ -24,7 +24,7 @@ STAGE = "evaluate"
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (``sys.argv[1:]`` when ``argv`` is None)."""
-    parser = argparse.ArgumentParser(prog="stages/evaluate.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__.splitlines()[0])
     for name in ("train_dir", "prune_dir", "distill_dir"):
         parser.add_argument(name, help=f"the {name.split('_')[0]} stage's output folder")
     parser.add_argument("out_dir", help="output folder (test logs)")
@@ -36,7 +36,10 @@ def work(args: argparse.Namespace) -> None:
     """Validate the params, then test every model."""
     params: EvaluateParams = read_section(STAGE)
     from cpd.mm import load_config
+    from cpd.mm.console import quiet_console
     from cpd.mm.evaluation import load_baseline, load_student, model_cost, test_model
+
+    quiet_console()  # mmengine's environment and config dumps go to the log files only
 
     train, prune, out = Path(args.train_dir), Path(args.prune_dir), Path(args.out_dir)
     base = load_config(train / "config.py")

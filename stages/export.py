@@ -1,6 +1,6 @@
 """Stage ``export``: ONNX files of the baseline and the distilled model, checked, and their latency.
 
-Usage: python stages/export.py TRAIN_DIR PRUNE_DIR DISTILL_DIR OUT_DIR METRICS_JSON
+Usage: python -m stages.export TRAIN_DIR PRUNE_DIR DISTILL_DIR OUT_DIR METRICS_JSON
 
 Reads the ``export`` section of params.yaml.  Each model is exported with torch's dynamo exporter at a
 batch of 2 with a dynamic batch axis, passes ``onnx.checker``, and must agree with torch within
@@ -26,7 +26,7 @@ STAGE = "export"
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (``sys.argv[1:]`` when ``argv`` is None)."""
-    parser = argparse.ArgumentParser(prog="stages/export.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stages.export", description=__doc__.splitlines()[0])
     for name in ("train_dir", "prune_dir", "distill_dir"):
         parser.add_argument(name, help=f"the {name.split('_')[0]} stage's output folder")
     parser.add_argument("out_dir", help="output folder for the .onnx files")
@@ -39,7 +39,10 @@ def work(args: argparse.Namespace) -> None:
     params: ExportParams = read_section(STAGE)
     from cpd.export import compare_latency, export_checked, pick_provider
     from cpd.mm import example_inputs, load_config, seg_forward
+    from cpd.mm.console import quiet_console
     from cpd.mm.evaluation import load_baseline, load_student, model_cost
+
+    quiet_console()  # library warnings nobody here can act on stay off the console
 
     provider = pick_provider(params.provider)
     train, prune, out = Path(args.train_dir), Path(args.prune_dir), Path(args.out_dir)

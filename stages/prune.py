@@ -1,6 +1,6 @@
 """Stage ``prune``: prune the baseline to the sparsity thresholds with the PruningHook, KD on if configured.
 
-Usage: python stages/prune.py TRAIN_DIR DEPS_JSON OUT_DIR METRICS_JSON
+Usage: python -m stages.prune TRAIN_DIR DEPS_JSON OUT_DIR METRICS_JSON
 
 Reads the ``prune`` section of params.yaml.  Starts from TRAIN_DIR's ``baseline.pth`` and ``config.py``
 and trains with :class:`cpd.mm.pruning_hook.PruningHook` (``prune_cfg=DEPS_JSON``): every ``interval``
@@ -27,7 +27,7 @@ STAGE = "prune"
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (``sys.argv[1:]`` when ``argv`` is None)."""
-    parser = argparse.ArgumentParser(prog="stages/prune.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stages.prune", description=__doc__.splitlines()[0])
     parser.add_argument("train_dir", help="the train stage's output folder")
     parser.add_argument("deps", help="the comb stage's dependency JSON")
     parser.add_argument("out_dir", help="output folder")
@@ -39,10 +39,13 @@ def work(args: argparse.Namespace) -> None:
     """Validate the params, then prune."""
     params: PruneParams = read_section(STAGE)
     from cpd.mm import load_config
+    from cpd.mm.console import quiet_console
     from cpd.mm.launch import run_config
     from cpd.mm.pruning_hook import threshold_name
     from cpd.mm.recipe import prune_config
     from cpd.prune import read_checkpoint
+
+    quiet_console()  # mmengine's environment and config dumps go to the log files only
 
     train, out = Path(args.train_dir), Path(args.out_dir)
     cfg = prune_config(load_config(train / "config.py"), params, train / "baseline.pth", args.deps, out,

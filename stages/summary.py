@@ -1,6 +1,6 @@
 """Stage ``summary``: one table of the run, the curves against sparsity, and the plots as PNG.
 
-Usage: python stages/summary.py EVALUATE_JSON EXPORT_JSON LIVE_DIRS PLOTS_DIR METRICS_JSON
+Usage: python -m stages.summary EVALUATE_JSON EXPORT_JSON LIVE_DIRS PLOTS_DIR METRICS_JSON
 
 Reads no params.  LIVE_DIRS is a comma-separated list of ``name=folder`` DVCLive folders (the training
 runs).  Writes METRICS_JSON (mIoU, params, FLOPs and latency of the baseline, pruned and distilled
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cpd.pipeline.report import plot_sparsity, plot_training, sparsity_rows, summarize, write_csv
+from cpd.files import write_atomic
 from cpd.pipeline.stage import log, read_json, run_stage, write_json
 
 STAGE = "summary"
@@ -24,7 +25,7 @@ STAGE = "summary"
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (``sys.argv[1:]`` when ``argv`` is None)."""
-    parser = argparse.ArgumentParser(prog="stages/summary.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stages.summary", description=__doc__.splitlines()[0])
     parser.add_argument("evaluate", help="the evaluate stage's metrics JSON")
     parser.add_argument("export", help="the export stage's metrics JSON")
     parser.add_argument("live_dirs", help="name=folder,... of the DVCLive folders")
@@ -39,10 +40,11 @@ def work(args: argparse.Namespace) -> None:
     summary = summarize(evaluation, export)
     rows = sparsity_rows(evaluation, export)
     plots = Path(args.plots_dir)
-    write_csv(rows, plots / "sparsity.csv")
-    plot_sparsity(rows, plots / "sparsity.png")
     live = dict(item.split("=", 1) for item in args.live_dirs.split(","))
-    plot_training(live, plots / "training.png")
+    for name, draw in (("sparsity.csv", lambda tmp: write_csv(rows, tmp)),
+                       ("sparsity.png", lambda tmp: plot_sparsity(rows, tmp)),
+                       ("training.png", lambda tmp: plot_training(live, tmp))):
+        write_atomic(plots / name, draw)
     write_json(args.metrics, summary)
     b, d = summary["baseline"], summary["distilled"]
     log(STAGE, f"baseline  mIoU {b['mIoU']:.4f}, {b['params']} params, {b['flops'] / 1e6:.1f} MFLOPs, "

@@ -1,6 +1,6 @@
 """Stage ``train``: the baseline model, which is also the teacher of the later stages.
 
-Usage: python stages/train.py DATA_DIR OUT_DIR METRICS_JSON
+Usage: python -m stages.train DATA_DIR OUT_DIR METRICS_JSON
 
 Reads the ``train`` section of params.yaml.  Trains ``train.config`` on the data of DATA_DIR (or, with
 ``train.checkpoint`` set, takes that checkpoint instead of training) and writes to OUT_DIR:
@@ -22,11 +22,13 @@ from cpd.pipeline.params import ParamsError, TrainParams, read_section
 from cpd.pipeline.stage import log, run_stage, write_json
 
 STAGE = "train"
+#: The folder of config files that the train stage's deps in dvc.yaml cover (with their ``_base_`` files).
+CONFIG_DIR = "configs"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (``sys.argv[1:]`` when ``argv`` is None)."""
-    parser = argparse.ArgumentParser(prog="stages/train.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__.splitlines()[0])
     parser.add_argument("data_dir", help="the data stage's output folder")
     parser.add_argument("out_dir", help="output folder")
     parser.add_argument("metrics", help="metrics JSON to write")
@@ -49,13 +51,22 @@ def last_val(live_dir: Path) -> dict[str, float]:
 
 
 def check_paths(params: TrainParams) -> None:
-    """The config must be a file or a shipped mmseg config, the checkpoint (if any) a file."""
+    """The config must be a file or a shipped mmseg config, the checkpoint (if any) a file.
+
+    A config file outside ``CONFIG_DIR`` gets a warning: DVC tracks ``train.config`` by its value, and
+    the file's content only through the deps of dvc.yaml, which cover ``CONFIG_DIR``.  (A shipped
+    config is fixed by the installed mmsegmentation, pinned in requirements/constraints.txt.)
+    """
     from cpd.mm import resolve_config
 
     try:
         resolve_config(params.config)
     except FileNotFoundError as e:
         raise ParamsError(f"train.config={params.config!r}: {e}") from None
+    config = Path(params.config)
+    if config.is_file() and not config.resolve().is_relative_to(Path(CONFIG_DIR).resolve()):
+        log(STAGE, f"warning: train.config={params.config!r} is outside {CONFIG_DIR}/, which dvc.yaml's train "
+                   f"deps cover: an edit of it will not rerun train (move it under {CONFIG_DIR}/)")
     if params.checkpoint is not None and not Path(params.checkpoint).is_file():
         raise ParamsError(f"train.checkpoint={params.checkpoint!r}: no such file (null: train the baseline)")
 
@@ -64,9 +75,12 @@ def work(args: argparse.Namespace) -> None:
     """Validate the params, then train (or take the given checkpoint)."""
     params: TrainParams = read_section(STAGE)
     check_paths(params)
+    from cpd.mm.console import quiet_console
     from cpd.mm.evaluation import checkpoint_source, save_baseline
     from cpd.mm.launch import run_config
     from cpd.mm.recipe import baseline_config, dump_config, model_only
+
+    quiet_console()  # mmengine's environment and config dumps go to the log files only
 
     out = Path(args.out_dir)
     data_root = read_dataset(args.data_dir)["data_root"]

@@ -1,17 +1,20 @@
-"""The DVC pipeline end to end on a tiny setup: ``dvc repro``, a no-op second run, an experiment, bad params.
+"""The DVC pipeline end to end on a tiny setup: ``dvc repro``, a no-op second run, experiments, bad params.
 
 The repository's ``dvc.yaml``, ``params.yaml``, ``stages/``, ``configs/`` and ``cpd/`` (the code the stages
 depend on) are copied into a fresh git + DVC repository; ``params.yaml`` is shrunk to a few scenes, a
-2-layer ViT of width 32 and a few iterations per stage.  The whole module takes about a minute and a half
-on one busy CPU core.
+2-layer ViT of width 32 and a few iterations per stage.  The module takes about four minutes on one busy
+CPU core; the kill tests (``slow``) about three more.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -40,17 +43,31 @@ TINY = {
     "export": {"warmup": 2, "runs": 20, "rounds": 2, "curve": False},
 }
 STAGES = ("data", "train", "comb", "prune", "distill", "evaluate", "export", "summary")
+#: Part of the line in which each stage prints its result.
+RESULTS = {"data": "data root: ", "train": "baseline: ", "comb": "prunable -> ", "prune": "reached ",
+           "distill": "distilled student -> ", "evaluate": "distilled mIoU ", "export": "speed-up ",
+           "summary": "mIoU drop "}
+#: What the first ``dvc repro`` of the fixture printed (stdout and stderr, in order).
+FIRST_REPRO: dict[str, str] = {}
 
 
-def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command in ``repo`` (``dvc`` through this interpreter) and return the finished process."""
+def command_env() -> dict[str, str]:
+    """The environment of the commands: one torch thread, no DVC analytics, this interpreter first on PATH."""
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1",
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+
+
+def run(repo: Path, *args: str, check: bool = True, merge: bool = False) -> subprocess.CompletedProcess:
+    """Run a command in ``repo`` (``dvc`` through this interpreter) and return the finished process.
+
+    With ``merge``, stderr goes into stdout in the order printed (``done.stderr`` is then None).
+    """
     command = [sys.executable, "-m", "dvc", *args[1:]] if args[0] == "dvc" else list(args)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1",
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=500)
+    done = subprocess.run(command, cwd=repo, env=command_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT if merge else subprocess.PIPE, text=True, timeout=500)
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-4000:]}\n"
-                             f"{done.stderr[-4000:]}")
+                             f"{(done.stderr or '')[-4000:]}")
     return done
 
 
@@ -85,7 +102,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run(repo, "dvc", "config", "core.analytics", "false")
     run(repo, "git", "add", ".")
     run(repo, "git", "commit", "-qm", "pipeline with tiny params")
-    done = run(repo, "dvc", "repro")
+    done = run(repo, "dvc", "repro", merge=True)
+    FIRST_REPRO["output"] = done.stdout
     for stage in STAGES:
         assert f"[{stage}] done" in done.stdout, stage
     run(repo, "git", "add", "dvc.lock", "metrics", "plots")
@@ -127,18 +145,23 @@ def test_second_repro_does_nothing(repo: Path) -> None:
     assert json.loads(run(repo, "dvc", "status", "--json").stdout) == {}
 
 
-def test_exp_run_on_a_sparsity_shows_one_row_per_experiment(repo: Path) -> None:
-    done = run(repo, "dvc", "exp", "run", "-n", "sparser", "-S", "prune.thresholds=[0.2,0.6]")
-    assert "[train] starting" not in done.stdout and "[prune] starting" in done.stdout
-    rows = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
+def experiment_summaries(repo: Path) -> dict[str, dict]:
+    """``{experiment name (or rev): metrics/summary.json}`` of every row of ``dvc exp show`` that has one."""
     found = {}
-    for row in rows:
+    for row in json.loads(run(repo, "dvc", "exp", "show", "--json").stdout):
         for exp in [row, *(e for e in row.get("experiments") or [] for e in e.get("revs", []))]:
             data = (exp.get("data") or {})
             name = data.get("name") or exp.get("name") or data.get("rev")
             summary = data.get("metrics", {}).get("metrics/summary.json", {}).get("data")
             if summary:
                 found[name] = summary
+    return found
+
+
+def test_exp_run_on_a_sparsity_shows_one_row_per_experiment(repo: Path) -> None:
+    done = run(repo, "dvc", "exp", "run", "-n", "sparser", "-S", "prune.thresholds=[0.2,0.6]")
+    assert "[train] starting" not in done.stdout and "[prune] starting" in done.stdout
+    found = experiment_summaries(repo)
     assert "sparser" in found, sorted(found)
     sparse = found["sparser"]
     for name in ("baseline", "distilled"):
@@ -148,6 +171,57 @@ def test_exp_run_on_a_sparsity_shows_one_row_per_experiment(repo: Path) -> None:
     assert len(found) >= 2  # the workspace or its baseline commit, and the experiment
     run(repo, "git", "checkout", "-q", "--", ".")
     run(repo, "dvc", "checkout", "-q")
+
+
+#: Appended to cpd/pipeline/report.py (run by the summary stage only): the summary then carries a mark.
+MARKED_SUMMARY = """
+_unmarked_summarize = summarize
+
+
+def summarize(*args, **kwargs):
+    return {**_unmarked_summarize(*args, **kwargs), "queued_code": 1}
+"""
+
+
+def test_a_queued_experiment_runs_the_code_it_was_queued_with(repo: Path) -> None:
+    """Queue an experiment with a code change, revert the workspace, run the queue: the change ran.
+
+    The queue runs the experiment in a temporary copy of the repository at its commit; the stages must
+    import that copy's ``cpd``, not the workspace's nor an installed one.
+    """
+    report = repo / "cpd" / "pipeline" / "report.py"
+    original = report.read_text()
+    report.write_text(original + MARKED_SUMMARY)
+    try:
+        run(repo, "dvc", "exp", "run", "--queue", "-n", "queued-code")
+    finally:
+        report.write_text(original)
+    assert run(repo, "git", "status", "--porcelain", "--", "cpd").stdout == ""
+    run(repo, "dvc", "queue", "start")
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        status = run(repo, "dvc", "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert "Success" in status, status + run(repo, "dvc", "queue", "logs", "queued-code", check=False).stdout[-3000:]
+    found = experiment_summaries(repo)
+    assert found["queued-code"].get("queued_code") == 1, sorted(found["queued-code"])
+    assert "queued_code" not in metrics(repo, "summary")  # the workspace never ran the changed code
+
+
+def test_repro_prints_each_stage_s_progress_and_result_not_library_dumps(repo: Path) -> None:
+    output = FIRST_REPRO["output"]
+    lines = output.splitlines()
+    # Before: 2,586 lines (mmengine's environment and config on every Runner, warnings a dozen times).
+    assert len(lines) < 150, output
+    for stage, result in RESULTS.items():
+        assert [line for line in lines if line.startswith(f"[{stage}] ") and result in line], (stage, output)
+    assert "Config:" not in output and "Hooks will be executed" not in output
+    repeated = {line: n for line, n in Counter(lines).items() if "warn" in line.lower() and n > 1}
+    assert repeated == {}
+    logs = [p.read_text() for p in (repo / "outputs" / "train" / "work").rglob("*.log")]
+    assert any("Config:" in log and "Hooks will be executed" in log for log in logs)  # still in the log file
 
 
 @pytest.mark.parametrize("value, message", [
@@ -162,9 +236,68 @@ def test_bad_value_stops_the_first_stage_that_reads_it(repo: Path, value: list, 
         done = run(repo, "dvc", "repro", check=False)
         assert done.returncode != 0
         assert message in done.stderr, done.stderr[-2000:]
+        hint = "`dvc checkout prune` brings back its last outputs, `git checkout -- metrics/prune.json` the ones in git"
+        assert hint in done.stderr, done.stderr[-2000:]
         assert "[prune] starting" in done.stdout and "[distill]" not in done.stdout
         assert (repo / "outputs" / "train" / "baseline.pth").read_bytes() == before
         assert (repo / "outputs" / "comb" / "deps.json").is_file() and (repo / "outputs" / "data").is_dir()
+        assert not (repo / "outputs" / "prune" / "pruned.pth").exists()  # DVC removed it before the run
+        run(repo, "dvc", "checkout", "prune")  # what the message says
+        run(repo, "git", "checkout", "--", "metrics/prune.json")
+        assert (repo / "outputs" / "prune" / "pruned.pth").is_file() and (repo / "metrics" / "prune.json").is_file()
+        assert json.loads(run(repo, "dvc", "status", "--json").stdout).keys() == {"prune"}  # only its params
     finally:
         (repo / "params.yaml").write_text(original)
         run(repo, "dvc", "checkout", "-q", check=False)
+        run(repo, "git", "checkout", "-q", "--", "metrics", "plots", check=False)
+
+
+#: A line each stage prints while it runs, and how long after it the kill lands: prune's first threshold
+#: file is written two iterations before its end; distill's line comes before the Runner is built.
+KILL_AFTER = {"prune": ("PruningHook: saved", 0.0), "distill": ("[distill] distilling", 1.0)}
+
+
+def without_seconds(data: object) -> object:
+    """``data`` without the ``seconds`` keys (wall-clock time differs from run to run)."""
+    if isinstance(data, dict):
+        return {k: without_seconds(v) for k, v in data.items() if k != "seconds"}
+    return data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", sorted(KILL_AFTER))
+def test_a_stage_killed_midway_reruns_to_the_same_metrics(repo: Path, stage: str) -> None:
+    """SIGKILL ``dvc repro`` and its stage midway, then ``dvc repro``: it completes, with the metrics of the
+    uninterrupted run and no partial file left.  About a minute and a half per stage.
+
+    The stage's entry is dropped from dvc.lock first, so that DVC must run it (an entry that matches
+    the params and deps is checked out from the cache instead, which proves nothing about a rerun).
+    """
+    before = {name: without_seconds(metrics(repo, name)) for name in ("prune", "distill", "evaluate")}
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    del lock["stages"][stage]
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=command_env(), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    trigger, delay = KILL_AFTER[stage]
+    try:
+        printed = []
+        for line in process.stdout:
+            printed.append(line)
+            if trigger in line:
+                break
+        time.sleep(delay)
+        assert process.poll() is None, "".join(printed)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # dvc, the stage and anything they started
+        process.wait()
+    assert not (repo / "metrics" / f"{stage}.json").exists(), "".join(printed)  # killed before its result
+
+    done = run(repo, "dvc", "repro", merge=True)
+    assert f"[{stage}] done" in done.stdout, done.stdout[-3000:]
+    assert json.loads(run(repo, "dvc", "status", "--json").stdout) == {}
+    after = {name: without_seconds(metrics(repo, name)) for name in ("prune", "distill", "evaluate")}
+    assert after == before
+    leftovers = [str(p.relative_to(repo)) for p in repo.rglob("*") if ".partial" in p.name or p.suffix == ".tmp"
+                 if p.relative_to(repo).parts[0] not in (".dvc", ".git")]
+    assert leftovers == []

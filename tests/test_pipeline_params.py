@@ -33,7 +33,7 @@ def test_dvc_yaml_lists_exactly_the_keys_each_stage_reads() -> None:
     for name, stage in stages.items():
         expected = list(SECTIONS[name].keys()) if name in SECTIONS else []
         assert stage.get("params", []) == expected, name
-        assert f"stages/{name}.py" in stage["deps"] and stage["cmd"].startswith(f"python stages/{name}.py")
+        assert f"stages/{name}.py" in stage["deps"] and stage["cmd"].startswith(f"python -m stages.{name} ")
 
 
 def test_the_pruning_options_are_checked_by_the_core() -> None:

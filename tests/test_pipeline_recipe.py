@@ -83,7 +83,7 @@ def test_distill_config_trains_the_pruned_student_with_the_teacher(tmp_path: Pat
     assert cfg.model.student == {"type": "PrunedSegmentor", "checkpoint": "pruned.pth"}
     assert cfg.model.teacher == base.model and cfg.model.teacher_checkpoint == "b.pth"
     assert (cfg.model.temperature, cfg.model.alpha) == (3.0, 0.5)
-    assert [(s.type, s.begin, s.end) for s in cfg.param_scheduler] == [("LinearLR", 0, 10),
+    assert [(s.type, s.begin, s.end) for s in cfg.param_scheduler] == [("LinearLR", 0, 11),
                                                                         ("CosineAnnealingLR", 10, 400)]
     assert cfg.default_hooks.checkpoint.interval == 400
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mmengine.config import Config
 
+from cpd.mm.console import quiet_if_asked
 from cpd.mm.train import train
 
 CONFIG_NAME = "run_config.py"
@@ -45,8 +46,21 @@ def run_config(cfg: Config, gpus: int = 1) -> Path:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                    "-m", "cpd.mm.launch", str(path)]
         print("launching:", " ".join(command), flush=True)
-        subprocess.run(command, check=True)
+        subprocess.run(command, check=True, env=child_env())
     return work
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment with the folder holding this ``cpd`` first on ``PYTHONPATH``.
+
+    The processes torchrun starts import ``cpd.mm.launch`` by name: without this, they would import
+    whichever ``cpd`` is installed (an editable install of another checkout), not the code of this run.
+    """
+    import cpd
+
+    root = str(Path(cpd.__file__).resolve().parents[1])
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, *rest])}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: torchrun --nproc_per_node N -m cpd.mm.launch CONFIG", file=sys.stderr)
         return 2
     os.environ.setdefault("LOCAL_RANK", "0")
+    quiet_if_asked()
     train(args[0], launcher="pytorch")
     return 0
 

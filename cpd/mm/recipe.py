@@ -76,8 +76,20 @@ def with_schedule(cfg: Config, max_iters: int, val_interval: int, lr: float | No
                   warmup_iters: int | None = None, decay: bool = True) -> None:
     """An iteration-based loop of ``max_iters``; with ``lr``, a linear warm-up then cosine decay (or constant).
 
-    Without ``lr`` the config's own schedule is kept: through its knobs if it has them, else every
-    scheduler's ``end`` is clipped to ``max_iters`` (one that would start after it is dropped).
+    With ``lr``, iteration ``i`` of the warm-up trains at ``lr * (0.1 + 0.9 * i / warmup_iters)`` and
+    iteration ``warmup_iters`` at ``lr`` itself, the peak; then the rate decays (cosine) to zero at
+    ``max_iters``, or stays at ``lr`` when ``decay`` is false.  ``warmup_iters`` 0 (or None) starts at
+    ``lr``.  Without ``lr`` the config's own schedule is kept: through its knobs if it has them, else
+    every scheduler's ``end`` is clipped to ``max_iters`` (one that would start after it is dropped).
+
+    Args:
+        cfg: the config, changed in place.
+        max_iters: iterations of the run.
+        val_interval: iterations between validations.
+        lr: the peak learning rate; None keeps the config's optimizer and schedule.
+        warmup_iters: iterations of the linear warm-up (>= 0); with ``warmup_iters >= max_iters`` the
+            whole run warms up and never reaches ``lr``.
+        decay: cosine decay after the warm-up (else a constant rate).
     """
     knobs = cfg.get("knobs") or {}
     if lr is None and "max_iters" in knobs:
@@ -96,9 +108,16 @@ def with_schedule(cfg: Config, max_iters: int, val_interval: int, lr: float | No
         cfg.param_scheduler = kept
         return
     cfg.optim_wrapper.optimizer.lr = lr
-    warm = max(1, min(warmup_iters or 1, max_iters))
-    schedule = [dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=warm)]
+    warm = min(warmup_iters or 0, max_iters)
+    schedule = []
+    if warm > 0:
+        # mmengine's LinearLR reaches end_factor at its last step, iteration end - 1: ending at warm + 1
+        # puts the peak at iteration warm.  (end=warm peaks one step early, and end=1 never leaves
+        # start_factor, so a cosine starting there decayed from a tenth of the rate.)
+        schedule.append(dict(type="LinearLR", start_factor=0.1, end_factor=1.0, by_epoch=False, begin=0,
+                             end=warm + 1))
     if decay and max_iters > warm:
+        # The cosine starts from the rate the warm-up left (lr) and reaches eta_min at max_iters.
         schedule.append(dict(type="CosineAnnealingLR", eta_min=0.0, by_epoch=False, begin=warm, end=max_iters))
     cfg.param_scheduler = schedule
 
