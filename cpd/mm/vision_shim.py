@@ -73,7 +73,12 @@ class StandInModule(types.ModuleType):
         setattr(self, _MARK, True)
 
     def __getattr__(self, name: str) -> Any:
-        # Dunder look-ups (__file__, __version__, ...) fail as on a module that lacks them.
+        if name == "__version__":
+            # Code that asks for the version expects a failed import when torchvision is absent
+            # (mmengine's environment report catches ModuleNotFoundError only).
+            raise ModuleNotFoundError(
+                "torchvision cannot be imported here; cpd put a stand-in in its place", name=_ROOT)
+        # Other dunder look-ups (__file__, ...) fail as on a module that lacks them.
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
         value = placeholder(f"{self.__name__}.{name}")
