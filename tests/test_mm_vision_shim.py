@@ -72,11 +72,20 @@ def test_mmpretrain_and_mmdet_import_with_the_stand_in() -> None:
         assert "STAND-IN True" in result.stdout
 
 
+#: loads the stand-in's module alone, without the cpd.mm package (which installs it on import)
+LOAD_ALONE = (
+    "import importlib.util\n"
+    f"spec = importlib.util.spec_from_file_location('vision_shim', {vision_shim.__file__!r})\n"
+    "shim = importlib.util.module_from_spec(spec); spec.loader.exec_module(shim)\n"
+    "install_torchvision_stand_in, stand_in_installed = shim.install_torchvision_stand_in, shim.stand_in_installed\n"
+)
+
+
 def test_a_real_torchvision_is_left_alone(tmp_path: Path) -> None:
     (tmp_path / "torchvision").mkdir()
     (tmp_path / "torchvision" / "__init__.py").write_text("__version__ = 'real'\n")
-    code = (
-        "from cpd.mm.vision_shim import install_torchvision_stand_in, stand_in_installed\n"
+    code = LOAD_ALONE + (
+        "assert not stand_in_installed()\n"
         "assert install_torchvision_stand_in() is False and not stand_in_installed()\n"
         "import torchvision; print(torchvision.__version__)\n"
     )
@@ -90,11 +99,10 @@ def test_a_torchvision_that_fails_to_load_is_replaced(tmp_path: Path) -> None:
     (tmp_path / "torchvision" / "__init__.py").write_text(
         "from . import ops\nraise OSError('libc10_cuda.so: cannot open shared object file')\n")
     (tmp_path / "torchvision" / "ops.py").write_text("x = 1\n")
-    code = (
-        "import cpd.mm  # installs the stand-in: the real import fails\n"
-        "from cpd.mm.vision_shim import install_torchvision_stand_in, is_stand_in, stand_in_installed\n"
-        "assert stand_in_installed()\n"
-        "assert install_torchvision_stand_in() is False  # once only\n"
+    code = LOAD_ALONE + (
+        "is_stand_in = shim.is_stand_in\n"
+        "assert install_torchvision_stand_in() is True  # the real import fails\n"
+        "assert install_torchvision_stand_in() is False and stand_in_installed()  # once only\n"
         "import torchvision.ops\n"
         "assert is_stand_in(torchvision) and is_stand_in(torchvision.ops)  # no half-imported real module\n"
         "try:\n"
