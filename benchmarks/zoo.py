@@ -32,12 +32,30 @@ DROP_KEYS = {"num_classes", "pretrained", "init_cfg", "train_cfg", "test_cfg", "
              "sampler", "checkpoint", "out_channels", "ignore_index", "threshold", "align_corners"}
 
 
-def _strip(node):
+#: keys that change training, not structure, in mmpretrain and mmdet configs (mmseg's grouping stays as it was)
+TRAINING_KEYS = {"loss", "loss_cls", "loss_bbox", "loss_centerness", "loss_obj", "loss_dfl", "loss_iou", "cal_acc",
+                 "topk", "drop_path_rate", "drop_rate", "attn_drop_rate", "frozen_stages", "norm_eval", "with_cp",
+                 "assigner", "sampler", "bbox_coder", "anchor_generator", "prior_generator"}
+
+
+def _strip(node, drop=frozenset(DROP_KEYS)):
     if isinstance(node, dict):
-        return {k: _strip(v) for k, v in sorted(node.items()) if k not in DROP_KEYS}
+        return {k: _strip(v, drop) for k, v in sorted(node.items()) if k not in drop}
     if isinstance(node, (list, tuple)):
-        return [_strip(v) for v in node]
+        return [_strip(v, drop) for v in node]
     return node
+
+
+def families_first(configs: list[str]) -> list[str]:
+    """Reorder so that every family's first architecture comes before any family's second (a partial sweep covers
+    the most families)."""
+    rank: dict[str, int] = {}
+    keyed = []
+    for i, config in enumerate(configs):
+        fam = family(config)
+        keyed.append((rank.get(fam, 0), i, config))
+        rank[fam] = rank.get(fam, 0) + 1
+    return [config for _, _, config in sorted(keyed)]
 
 
 def config_name(library: str, rel: str) -> str:
@@ -67,7 +85,8 @@ def architectures(library: str = "mmseg") -> dict[str, list[str]]:
                 model = load_config(rel).get("model")
         except Exception:  # noqa: BLE001 - a config that does not even load is its own architecture
             model = {"unloadable": rel}
-        key = hashlib.sha1(json.dumps(_strip(model.to_dict() if hasattr(model, "to_dict") else model),
+        drop = frozenset(DROP_KEYS) if library == "mmseg" else frozenset(DROP_KEYS | TRAINING_KEYS)
+        key = hashlib.sha1(json.dumps(_strip(model.to_dict() if hasattr(model, "to_dict") else model, drop),
                                       sort_keys=True, default=str).encode()).hexdigest()[:12]
         archs.setdefault(key, []).append(rel)
     return archs
@@ -96,9 +115,10 @@ def check_one(config: str) -> dict:
                 model.eval()
                 with torch.no_grad():
                     task.train_forward(model, x)
-        except TypeError as e:  # the task cannot trace this kind of model at any size
+        except (TypeError, NotImplementedError) as e:  # the task cannot trace this kind of model at any size
             last = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-            if "single-stage detector" in last or "needs extract_feat and a head" in last:
+            if any(key in last for key in ("single-stage detector", "needs extract_feat and a head",
+                                           'missing the required "forward"')):
                 break
             last = f"does not run at {size}: {last}"
         except Exception as e:  # noqa: BLE001 - try a larger input, then report the last reason
@@ -123,6 +143,8 @@ def _short_reason(reason: str) -> str:
                                                 "or data samples (compiled mmcv ops, absent in mmcv-lite)"),
                       ("needs extract_feat and a head", "not a classifier (self-supervised, multimodal or "
                                                         "headless config)"),
+                      ('missing the required "forward"', "self-supervised pretraining config: its head has no "
+                                                         "forward (no classifier to check)"),
                       ("compiled op", "needs a compiled mmcv op (mmcv-lite has none)"),
                       ("Failed to import custom modules", "needs a package that is not installed"),
                       ("deep_supervision", "its head runs only in predict mode with data samples"),
@@ -228,19 +250,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard", default="0/1", help="I/N: check every N-th architecture starting at I (parallel runs)")
     ap.add_argument("--retry", nargs="+", default=[], metavar="FAMILY",
                     help="check these families again though cached (e.g. after installing what they lacked)")
+    ap.add_argument("--regroup", action="store_true",
+                    help="group the configs into architectures again (else the saved grouping is reused)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
         print(json.dumps(check_one(args.one)))
         return 0
-    archs = architectures(args.library)
     cache = args.results / LIBRARIES[args.library][2]
     cache.parent.mkdir(parents=True, exist_ok=True)
-    from cpd.graph.deps_io import write_json_atomic
+    if args.regroup or not _index(cache).exists():
+        from cpd.graph.deps_io import write_json_atomic
 
-    write_json_atomic(archs, _index(cache))  # the other libraries' sections read it back
+        archs = architectures(args.library)
+        write_json_atomic(archs, _index(cache))  # later runs and the other libraries' sections read it back
+    else:
+        archs = _read_index(cache, args.library)
     done = read_cache(cache)
     todo = [cfgs[0] for cfgs in archs.values() if cfgs[0] not in done or family(cfgs[0]) in args.retry]
+    todo = families_first(todo)
     index, count = (int(v) for v in args.shard.split("/"))
     todo = todo[index::count]
     if args.limit:
