@@ -50,7 +50,7 @@ SLOW_MODELS = [
 ]
 
 #: families whose pruned model also goes through ONNX export + onnxruntime in the default run
-ONNX_FAMILIES = {"deit", "mobilenet_v2"}
+ONNX_FAMILIES = {"deit"}
 
 
 def _id(entry: tuple) -> str:
