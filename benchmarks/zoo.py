@@ -103,8 +103,8 @@ def check_one(config: str) -> dict:
     torch.set_num_threads(1)
     row = {"config": config, "family": family(config)}
     t0 = time.perf_counter()
-    last = ""
-    for size in SIZES:
+    last = untraceable(load_config(config))
+    for size in SIZES if not last else ():
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -137,12 +137,37 @@ def check_one(config: str) -> dict:
     return row
 
 
+def untraceable(cfg) -> str:
+    """Why the config's model is not of a kind its task traces (before building it), or ''.
+
+    mmpretrain also ships self-supervised and multimodal models, mmdet two-stage and DETR-style detectors:
+    only classifiers and single-stage detectors run a plain tensor forward through every head.
+    """
+    from cpd.mm.tasks import task_of
+
+    task = task_of(cfg)
+    kind = cfg.model.get("type")
+    cls = task.registry().get(kind) if isinstance(kind, str) else kind
+    if task.name == "classification":
+        from mmpretrain.models.classifiers import BaseClassifier
+
+        if not (isinstance(cls, type) and issubclass(cls, BaseClassifier)):
+            return f"not a classifier: model type {kind} (self-supervised or multimodal)"
+    if task.name == "detection":
+        from mmdet.models.detectors import SingleStageDetector
+
+        if not (isinstance(cls, type) and issubclass(cls, SingleStageDetector)):
+            return f"{kind} is not a single-stage detector (two-stage or DETR-style)"
+    return ""
+
+
 def _short_reason(reason: str) -> str:
     """The gist of a skip reason: which package or operator is missing, or which call failed."""
     for key, text in (("single-stage detector", "two-stage or DETR-style detector: its forward needs NMS, RoIAlign "
                                                 "or data samples (compiled mmcv ops, absent in mmcv-lite)"),
                       ("needs extract_feat and a head", "not a classifier (self-supervised, multimodal or "
                                                         "headless config)"),
+                      ("not a classifier: model type", "not a classifier: a self-supervised or multimodal model"),
                       ('missing the required "forward"', "self-supervised pretraining config: its head has no "
                                                          "forward (no classifier to check)"),
                       ("compiled op", "needs a compiled mmcv op (mmcv-lite has none)"),
