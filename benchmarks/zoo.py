@@ -170,6 +170,8 @@ def _short_reason(reason: str) -> str:
                       ("not a classifier: model type", "not a classifier: a self-supervised or multimodal model"),
                       ('missing the required "forward"', "self-supervised pretraining config: its head has no "
                                                          "forward (no classifier to check)"),
+                      ("required positional argument: 'batch_data_samples'", "its query-based head's forward needs "
+                                                                              "data samples (no tensor forward)"),
                       ("compiled op", "needs a compiled mmcv op (mmcv-lite has none)"),
                       ("Failed to import custom modules", "needs a package that is not installed"),
                       ("deep_supervision", "its head runs only in predict mode with data samples"),
@@ -274,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "zoo.md")
     ap.add_argument("--shard", default="0/1", help="I/N: check every N-th architecture starting at I (parallel runs)")
     ap.add_argument("--retry", nargs="+", default=[], metavar="FAMILY",
-                    help="check these families again though cached (e.g. after installing what they lacked)")
+                    help="check the cached non-results (skip, timeout, crash) of these families again "
+                         "(e.g. after installing what they lacked)")
     ap.add_argument("--regroup", action="store_true",
                     help="group the configs into architectures again (else the saved grouping is reused)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
@@ -292,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         archs = _read_index(cache, args.library)
     done = read_cache(cache)
-    todo = [cfgs[0] for cfgs in archs.values() if cfgs[0] not in done or family(cfgs[0]) in args.retry]
+    todo = [cfgs[0] for cfgs in archs.values() if cfgs[0] not in done or (
+        family(cfgs[0]) in args.retry and done[cfgs[0]]["status"] not in ("pass", "fail"))]
     todo = families_first(todo)
     index, count = (int(v) for v in args.shard.split("/"))
     todo = todo[index::count]
