@@ -157,14 +157,15 @@ def untraceable(cfg) -> str:
         from mmdet.models.detectors import SingleStageDetector
 
         if not (isinstance(cls, type) and issubclass(cls, SingleStageDetector)):
-            return f"{kind} is not a single-stage detector (two-stage or DETR-style)"
+            return f"{kind} is not a single-stage detector (two-stage, DETR-style, instance or tracking model)"
     return ""
 
 
 def _short_reason(reason: str) -> str:
     """The gist of a skip reason: which package or operator is missing, or which call failed."""
-    for key, text in (("single-stage detector", "two-stage or DETR-style detector: its forward needs NMS, RoIAlign "
-                                                "or data samples (compiled mmcv ops, absent in mmcv-lite)"),
+    for key, text in (("single-stage detector", "not a single-stage detector (two-stage, DETR-style, instance "
+                                                "segmentation or tracking): its forward needs NMS, RoIAlign or data "
+                                                "samples (compiled mmcv ops, absent in mmcv-lite)"),
                       ("needs extract_feat and a head", "not a classifier (self-supervised, multimodal or "
                                                         "headless config)"),
                       ("not a classifier: model type", "not a classifier: a self-supervised or multimodal model"),

@@ -45,6 +45,6 @@ def test_markdown_has_a_section_per_library_and_lists_every_non_pass(tmp_path: P
     det = text.split("## Detection")[1]
     assert "architectures: 4 (4 configs); **1 not swept yet**" in det
     assert "checked: 2; **pass: 1 (50.0% of checked)**" in det
-    assert "1 (faster_rcnn): two-stage or DETR-style detector" in det
+    assert "1 (faster_rcnn): not a single-stage detector" in det
     assert "failed: 1 (yolox)" in det and "FAIL: output 0: pruned differs" in det
     assert not list(tmp_path.glob("*.tmp"))  # written through a temporary file
