@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                          "(e.g. after installing what they lacked)")
     ap.add_argument("--regroup", action="store_true",
                     help="group the configs into architectures again (else the saved grouping is reused)")
+    ap.add_argument("--write-only", action="store_true", help="check nothing: write docs/zoo.md from the caches")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
@@ -303,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     todo = todo[index::count]
     if args.limit:
         todo = todo[: args.limit]
+    if args.write_only:
+        todo = []
     for i, config in enumerate(todo):
         t0 = time.perf_counter()
         try:
