@@ -67,8 +67,13 @@ class Task:
         """
         from mmengine.registry import init_default_scope
 
-        importlib.import_module(self.package)  # importing fills the registry
+        models = self._models()
         init_default_scope(self.scope)
+        return models
+
+    def _models(self) -> Any:
+        """The filled ``MODELS`` registry, the default scope left as it is (for look-ups only)."""
+        importlib.import_module(self.package)  # importing fills the registry
         return importlib.import_module(self.registry_module).MODELS
 
     def owns_config(self, cfg: Config) -> bool:
@@ -91,7 +96,7 @@ class Task:
         if prefix:
             return prefix == self.scope
         try:
-            return self.registry().get(bare) is not None
+            return self._models().get(bare) is not None
         except ModuleNotFoundError:
             return False
 
