@@ -299,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     done = read_cache(cache)
     todo = [cfgs[0] for cfgs in archs.values() if cfgs[0] not in done or (
         family(cfgs[0]) in args.retry and done[cfgs[0]]["status"] not in ("pass", "fail"))]
-    todo = families_first(todo)
+    order = {config: i for i, config in enumerate(families_first([cfgs[0] for cfgs in archs.values()]))}
+    todo = sorted(todo, key=order.__getitem__)  # ranked over every architecture, so a resumed sweep keeps its order
     index, count = (int(v) for v in args.shard.split("/"))
     todo = todo[index::count]
     if args.limit:
