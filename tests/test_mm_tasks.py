@@ -143,3 +143,11 @@ def test_exported_segmentor_holds_no_auxiliary_head(models: dict, tmp_path: Path
     weights = {name: {init.name for init in graph.initializer} for name, graph in graphs.items()}
     assert any("auxiliary_head" in w for w in weights["training"])  # the names say where weights come from
     assert not any("auxiliary_head" in w for w in weights["task"]), sorted(weights["task"])[:5]
+
+
+def test_a_distilling_detector_loads_no_teacher_checkpoint() -> None:
+    from cpd.mm.build import model_config
+
+    cfg = load_config("mmdet::lad/lad_r101-paa-r50_fpn_2xb8_coco_1x.py")
+    assert str(cfg.model.teacher_ckpt).startswith("http")
+    assert model_config(cfg).get("teacher_ckpt") is None

@@ -340,6 +340,8 @@ def _drop_checkpoints_(model_cfg: ConfigDict) -> None:
     for node in list(_walk(model_cfg)):
         if node.get("pretrained") is not None:
             node["pretrained"] = None
+        if node.get("teacher_ckpt") is not None:  # mmdet's distilling detectors (LAD) load their teacher
+            node["teacher_ckpt"] = None
         init = node.get("init_cfg")
         if _is_pretrained_init(init):
             node["init_cfg"] = None
