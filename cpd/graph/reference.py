@@ -63,6 +63,20 @@ class MaskedTracer(LabelTracer):
             if b is not None:
                 y = y + b
             return y * live, mean, rstd
+        if name == "native_group_norm" and args[6] == 1:  # one group: statistics over every live channel
+            w, b, n, c, eps = args[1], args[2], args[3], args[4], args[7]
+            dims = tuple(range(1, x.dim()))
+            cnt = live.sum(dims, keepdim=True).clamp(min=1)
+            mean = (x * live).sum(dims, keepdim=True) / cnt
+            var = (((x - mean) * live) ** 2).sum(dims, keepdim=True) / cnt
+            rstd = torch.rsqrt(var + eps)
+            y = (x - mean) * rstd
+            shape = [1, c] + [1] * (x.dim() - 2)
+            if w is not None:
+                y = y * w.reshape(shape)
+            if b is not None:
+                y = y + b.reshape(shape)
+            return y * live, mean.reshape(n, 1), rstd.reshape(n, 1)
         if name in ("mean", "var", "std") and len(args) > 1 and args[1] is not None:
             dims = [d % x.dim() for d in (args[1] if isinstance(args[1], (list, tuple)) else [args[1]])]
             keep = kwargs.get("keepdim", args[2] if len(args) > 2 and isinstance(args[2], bool) else False)

@@ -1,0 +1,31 @@
+"""Gaps of the core that real models hit, each a test of its own once closed.
+
+- GroupNorm with one group (PoolFormer's norm, mmpretrain and mmseg): the masked reference
+  (``cpd/graph/reference.py``, ``MaskedTracer._live_stat``) keeps its statistics to live channels, as for
+  LayerNorm, so a correct cut equals the reference.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cpd.check import check
+
+
+class _GroupNormOne(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3)
+        self.norm = nn.GroupNorm(1, 16)
+        self.mix = nn.Conv2d(16, 16, 1)
+        self.out = nn.Conv2d(16, 5, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.mix(self.norm(self.stem(x))))
+
+
+def test_group_norm_with_one_group_prunes_exactly(one_thread) -> None:
+    torch.manual_seed(0)
+    report = check(_GroupNormOne(), (torch.randn(2, 3, 16, 16),), ratio=0.4)
+    assert report.ok, report.failures
