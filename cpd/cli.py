@@ -1,4 +1,7 @@
-"""The ``cpd`` command: ``cpd comb`` and ``cpd check`` on mmseg configs.
+"""The ``cpd`` command: ``cpd comb`` and ``cpd check`` on mmseg, mmpretrain and mmdet configs.
+
+The config's task (segmentation, classification, detection; see :mod:`cpd.mm.tasks`) is found
+from the config itself: it says how to build the model and which forward to trace.
 
 Each subcommand is one ``add_*_arguments`` function (its options) plus one
 ``run_*`` function (its work), so scripts such as ``tools/gen_prune_cfg.py``
@@ -79,8 +82,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "config",
         metavar="CONFIG",
-        help="mmseg config file, or a config name shipped with mmsegmentation "
-        "(e.g. segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py)",
+        help="config file, or a config name shipped with mmsegmentation, mmpretrain or mmdet "
+        "(e.g. segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py, "
+        "mmpretrain::resnet/resnet18_8xb32_in1k.py, mmdet::retinanet/retinanet_r18_fpn_1x_coco.py; "
+        "a bare name tries each library)",
     )
     parser.add_argument(
         "--size",
@@ -144,22 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_model(config: str, size: Sequence[int] | None) -> tuple[Any, Any, Callable[..., Any]]:
-    """Build the mmseg model of ``config`` and an example batch for it.
+    """Build the model of ``config`` and an example batch for it.
 
     Args:
         config: config path or shipped config name.
-        size: ``(H, W)`` of the batch, or None for the config's crop size.
+        size: ``(H, W)`` of the batch, or None for the task's default size.
 
     Returns:
-        ``(model, inputs, forward_fn)``; the model is in eval mode so that
-        repeated forwards agree (no dropout).
+        ``(model, inputs, forward_fn)``: ``forward_fn`` is the task's training forward
+        (every head training uses); the model is in eval mode so that repeated
+        forwards agree (no dropout).
 
     Raises:
-        UsageError: the config cannot be found, mmsegmentation is missing, or
-            the model cannot run on a batch of that size.
+        UsageError: the config cannot be found, its library is missing, no task owns
+            it, or the model cannot run on a batch of that size.
     """
     try:
         from cpd import mm
+        from cpd.mm.tasks import task_of
     except ModuleNotFoundError as error:
         raise UsageError(
             f"{error.name} is not installed; install the 'mm' extra: "
@@ -167,14 +174,19 @@ def load_model(config: str, size: Sequence[int] | None) -> tuple[Any, Any, Calla
         ) from None
     try:
         cfg = mm.load_config(config)
-    except (FileNotFoundError, ValueError) as error:  # ValueError: a config that does not parse or run
+        task = task_of(cfg)
+        input_size = tuple(size) if size is not None else None
+        model = task.build_model(cfg, input_size=input_size)
+    except FileNotFoundError as error:
         raise UsageError(str(error)) from None
-    input_size = tuple(size) if size is not None else None
-    model = mm.build_model(cfg, input_size=input_size)
+    except ModuleNotFoundError as error:
+        raise UsageError(f"{config}: {error.name} is not installed; install the 'mm' extra") from None
+    except ValueError as error:
+        raise UsageError(f"{config}: {error}") from None
     model.eval()
-    inputs = mm.example_inputs(model, size=input_size)
-    _try_forward(model, inputs, mm.seg_forward)
-    return model, inputs, mm.seg_forward
+    inputs = task.example_inputs(model, size=input_size)
+    _try_forward(model, inputs, task.train_forward)
+    return model, inputs, task.train_forward
 
 
 def _try_forward(model: Any, inputs: Any, forward_fn: Callable[..., Any]) -> None:
@@ -184,6 +196,8 @@ def _try_forward(model: Any, inputs: Any, forward_fn: Callable[..., Any]) -> Non
     try:
         with torch.no_grad():
             forward_fn(model, inputs)
+    except TypeError as error:  # the task cannot trace this model (e.g. a two-stage detector)
+        raise UsageError(str(error)) from None
     except (RuntimeError, ValueError, AssertionError) as error:
         shape = "x".join(str(d) for d in inputs.shape)
         raise UsageError(

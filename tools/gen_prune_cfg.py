@@ -1,4 +1,4 @@
-"""Write the dependency JSON of an mmseg config: the same as ``cpd comb``.
+"""Write the dependency JSON of an mmseg, mmpretrain or mmdet config: the same as ``cpd comb``.
 
 Usage:
     python tools/gen_prune_cfg.py CONFIG --out deps.json [--size H W] [--exclude NAME ...]
@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 success, 2 a usage error.
     """
     parser = argparse.ArgumentParser(
-        prog="gen_prune_cfg.py", description="Trace an mmseg model and write its dependency JSON."
+        prog="gen_prune_cfg.py", description="Trace an OpenMMLab model and write its dependency JSON."
     )
     add_comb_arguments(parser)
     return run(parser, parser.parse_args(argv))

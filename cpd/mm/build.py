@@ -1,9 +1,10 @@
-"""Load mmsegmentation configs and build their models on CPU, offline.
+"""Load OpenMMLab configs (mmseg, mmpretrain, mmdet) and build their models on CPU, offline.
 
 A model built here never downloads or loads a checkpoint: every ``pretrained``
 and ``Pretrained`` ``init_cfg`` is dropped from the config, and weights come
 from the modules' own initialisation. SyncBN becomes BN so the model runs on
-CPU. The ``data_preprocessor`` is kept.
+CPU. The ``data_preprocessor`` is kept. Which library builds the model is the
+config's task (see :mod:`cpd.mm.tasks`), found from the config itself.
 """
 
 from __future__ import annotations
@@ -26,6 +27,29 @@ Size = tuple[int, int]
 
 _SYNC_BN_TYPES = frozenset({"SyncBN", "MMSyncBN"})
 _PRETRAINED_INIT_TYPES = frozenset({"Pretrained", "PretrainedInit"})
+#: the libraries whose shipped configs a name can refer to, in the order a bare name tries them
+CONFIG_LIBRARIES = ("mmseg", "mmpretrain", "mmdet")
+
+
+def config_root(library: str) -> Path:
+    """Find the configs shipped inside an installed OpenMMLab package.
+
+    Args:
+        library: one of :data:`CONFIG_LIBRARIES`.
+
+    Returns:
+        The package's ``.mim/configs`` folder.
+
+    Raises:
+        ValueError: ``library`` is not one of :data:`CONFIG_LIBRARIES`.
+        ModuleNotFoundError: the package is not installed.
+    """
+    if library not in CONFIG_LIBRARIES:
+        raise ValueError(f"unknown config library {library!r}; valid: {', '.join(CONFIG_LIBRARIES)}")
+    spec = importlib.util.find_spec(library)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f"{library} is not installed (pip install -e '.[mm]')", name=library)
+    return Path(spec.origin).parent / ".mim" / "configs"
 
 
 def mmseg_config_root() -> Path:
@@ -37,19 +61,18 @@ def mmseg_config_root() -> Path:
     Raises:
         ModuleNotFoundError: mmsegmentation is not installed.
     """
-    spec = importlib.util.find_spec("mmseg")
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("mmsegmentation is not installed (pip install -e '.[mm]')")
-    return Path(spec.origin).parent / ".mim" / "configs"
+    return config_root("mmseg")
 
 
 def resolve_config(path_or_name: str | os.PathLike[str]) -> Path:
-    """Turn a config file path or a shipped mmseg config name into a file path.
+    """Turn a config file path or a shipped config name into a file path.
 
     Args:
-        path_or_name: an existing file, or a name relative to mmseg's configs
-            such as ``segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py``
-            (an ``mmseg::`` prefix is accepted).
+        path_or_name: an existing file; or a name relative to a library's configs with its
+            prefix, such as ``mmpretrain::resnet/resnet18_8xb32_in1k.py`` or
+            ``mmdet::retinanet/retinanet_r18_fpn_1x_coco.py``; or a bare name such as
+            ``segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py``, looked up in mmseg,
+            then mmpretrain, then mmdet.
 
     Returns:
         The config file.
@@ -60,20 +83,35 @@ def resolve_config(path_or_name: str | os.PathLike[str]) -> Path:
     path = Path(path_or_name)
     if path.is_file():
         return path
-    root = mmseg_config_root()
-    shipped = root / str(path_or_name).removeprefix("mmseg::")
-    if shipped.is_file():
-        return shipped
+    text = str(path_or_name)
+    prefix, sep, name = text.partition("::")
+    libraries = (prefix,) if sep else CONFIG_LIBRARIES
+    if not sep:
+        name = text
+    if sep and prefix not in CONFIG_LIBRARIES:
+        raise FileNotFoundError(
+            f"config {text!r}: unknown library prefix {prefix!r}; valid: "
+            + ", ".join(f"{lib}::" for lib in CONFIG_LIBRARIES)
+        )
+    looked = []
+    for library in libraries:
+        try:
+            root = config_root(library)
+        except ModuleNotFoundError:
+            continue
+        if (root / name).is_file():
+            return root / name
+        looked.append(str(root))
     raise FileNotFoundError(
-        f"config {str(path_or_name)!r} is neither a file nor a config shipped with "
-        f"mmsegmentation (looked under {root})"
+        f"config {text!r} is neither a file nor a config shipped with "
+        f"{' or '.join(libraries)} (looked under {', '.join(looked) or 'no installed library'})"
     )
 
 
 def load_config(
     path_or_name: str | os.PathLike[str], cfg_options: Mapping[str, Any] | None = None
 ) -> Config:
-    """Read an mmseg config.
+    """Read an mmseg, mmpretrain or mmdet config.
 
     Args:
         path_or_name: see :func:`resolve_config`.
@@ -133,14 +171,16 @@ def check_size(size: Any) -> Size:
     return (h, w)
 
 
-def model_config(cfg: Config, input_size: Size | None = None) -> ConfigDict:
+def model_config(cfg: Config, input_size: Size | None = None, registry: Any = None) -> ConfigDict:
     """Make the offline, CPU-ready model config of ``cfg``; ``cfg`` is unchanged.
 
     Args:
-        cfg: a full mmseg config with a ``model`` section.
+        cfg: a full config with a ``model`` section.
         input_size: when given, backbones with a fixed ``img_size`` (ViT, BEiT,
             MAE) are built for this size, so their position embeddings need no
             resizing, and the data preprocessor pads to it.
+        registry: the ``MODELS`` registry that resolves the backbone type
+            (mmseg's when None).
 
     Returns:
         A copy of ``cfg.model`` without checkpoint loading and with SyncBN as BN.
@@ -157,8 +197,12 @@ def model_config(cfg: Config, input_size: Size | None = None) -> ConfigDict:
     if input_size is not None:
         size = check_size(tuple(input_size))
         backbone = model_cfg.get("backbone")
-        if isinstance(backbone, Mapping) and _takes_img_size(backbone):
-            backbone["img_size"] = size
+        if isinstance(backbone, Mapping):
+            default = _img_size_default(backbone, registry or _registry())
+            if default is not inspect.Parameter.empty:
+                # Backbones declared with one int (LeViT, T2T-ViT) take square images as an int.
+                square = isinstance(default, int) and size[0] == size[1]
+                backbone["img_size"] = size[0] if square else size
         preprocessor = model_cfg.get("data_preprocessor")
         if isinstance(preprocessor, Mapping) and preprocessor.get("size") is not None:
             preprocessor["size"] = size
@@ -166,26 +210,24 @@ def model_config(cfg: Config, input_size: Size | None = None) -> ConfigDict:
 
 
 def build_model(cfg: Config | str | os.PathLike[str], input_size: Size | None = None) -> nn.Module:
-    """Build an mmseg segmentor on CPU without loading any checkpoint.
+    """Build the model of a config (segmentor, classifier, detector) on CPU without any checkpoint.
 
     Args:
         cfg: a config, or a path or shipped name for :func:`load_config`.
         input_size: see :func:`model_config`.
 
     Returns:
-        The segmentor (``EncoderDecoder`` and friends) on CPU, in train mode,
-        with its ``data_preprocessor``.
+        The model on CPU, in train mode, with its ``data_preprocessor``.
 
     Raises:
         FileNotFoundError: the config cannot be found.
-        ValueError: ``input_size`` is not two positive integers.
+        ValueError: ``input_size`` is not two positive integers, or no task owns the config.
     """
+    from cpd.mm.tasks import task_of
+
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
-    model_cfg = model_config(cfg, input_size)
-    model = _registry().build(model_cfg)
-    sync_bn_to_bn_(model)
-    return model.to("cpu")
+    return task_of(cfg).build_model(cfg, input_size)
 
 
 def example_inputs(
@@ -194,8 +236,9 @@ def example_inputs(
     """Make a random, already normalised image batch for a config or model.
 
     Args:
-        cfg_or_model: an mmseg config or a built segmentor.
-        size: ``(H, W)``; by default the data preprocessor's ``size``, else 512x512.
+        cfg_or_model: a config or a model built from one.
+        size: ``(H, W)``; by default the data preprocessor's ``size``, else the
+            task's default (512x512 segmentation, 224x224 classification, 320x320 detection).
         batch: batch size.
         seed: seed of the generator, so that calls are repeatable.
 
@@ -205,15 +248,43 @@ def example_inputs(
     Raises:
         ValueError: ``size`` or ``batch`` is not positive.
     """
-    if batch < 1:
-        raise ValueError(f"batch must be at least 1, got {batch}")
-    if isinstance(cfg_or_model, nn.Module):
-        channels, default_size = _model_input_spec(cfg_or_model)
-    else:
-        channels, default_size = _config_input_spec(cfg_or_model)
-    h, w = check_size(tuple(size) if size is not None else default_size)
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, channels, h, w, generator=generator)
+    from cpd.mm.tasks import task_of
+
+    try:
+        task = task_of(cfg_or_model)
+    except ValueError:  # a model of no known library (a wrapper): mmseg's defaults
+        from cpd.mm.tasks import TASKS
+
+        task = TASKS["segmentation"]
+    return task.example_inputs(cfg_or_model, size=size, batch=batch, seed=seed)
+
+
+def input_channels(cfg_or_model: Config | nn.Module) -> int:
+    """Count the channels of the images a config's or model's model takes.
+
+    Args:
+        cfg_or_model: a config or a built model.
+
+    Returns:
+        The data preprocessor's mean length (for a config, else the backbone's
+        ``in_channels``); for a model, else the first convolution's when it takes 1 or
+        3 channels; else 3.
+    """
+    if not isinstance(cfg_or_model, nn.Module):
+        model_cfg = cfg_or_model.get("model", {})
+        mean = model_cfg.get("data_preprocessor", {}).get("mean")
+        if mean:
+            return len(mean)
+        return int(model_cfg.get("backbone", {}).get("in_channels", 3))
+    preprocessor = getattr(cfg_or_model, "data_preprocessor", None)
+    mean = getattr(preprocessor, "mean", None)
+    if isinstance(mean, torch.Tensor) and mean.numel() > 0:
+        return mean.numel()
+    # A backbone's ``in_channels`` attribute is no guide (MobileNetV2 keeps its last width there).
+    # A stem may rearrange pixels before its first convolution (YOLOX's Focus takes 4x3
+    # channels): trust the first convolution only for grey or RGB images.
+    first_conv = next((m for m in cfg_or_model.modules() if isinstance(m, nn.Conv2d)), None)
+    return first_conv.in_channels if first_conv is not None and first_conv.in_channels in (1, 3) else 3
 
 
 def sync_bn_to_bn_(module: nn.Module) -> nn.Module:
@@ -256,14 +327,16 @@ def _registry() -> Any:
     return MODELS
 
 
-def _takes_img_size(backbone_cfg: Mapping[str, Any]) -> bool:
+def _img_size_default(backbone_cfg: Mapping[str, Any], registry: Any) -> Any:
+    """The backbone's ``img_size`` as configured or by default; ``Parameter.empty`` if it takes none."""
     if "img_size" in backbone_cfg:
-        return True
+        return backbone_cfg["img_size"]
     kind = backbone_cfg.get("type")
-    cls = _registry().get(kind) if isinstance(kind, str) else kind
+    cls = registry.get(kind) if isinstance(kind, str) else kind
     if not isinstance(cls, type):
-        return False
-    return "img_size" in inspect.signature(cls.__init__).parameters
+        return inspect.Parameter.empty
+    param = inspect.signature(cls.__init__).parameters.get("img_size")
+    return inspect.Parameter.empty if param is None else param.default
 
 
 def _walk(node: Any):
@@ -299,20 +372,3 @@ def _sync_bn_cfg_to_bn_(model_cfg: ConfigDict) -> None:
     for node in _walk(model_cfg):
         if node.get("type") in _SYNC_BN_TYPES:
             node["type"] = "BN"
-
-
-def _config_input_spec(cfg: Config) -> tuple[int, Size]:
-    model_cfg = cfg.get("model", {})
-    channels = model_cfg.get("backbone", {}).get("in_channels", 3)
-    size = model_cfg.get("data_preprocessor", {}).get("size") or (512, 512)
-    return int(channels), tuple(size)
-
-
-def _model_input_spec(model: nn.Module) -> tuple[int, Size]:
-    preprocessor = getattr(model, "data_preprocessor", None)
-    size = getattr(preprocessor, "size", None) or (512, 512)
-    mean = getattr(preprocessor, "mean", None)
-    if isinstance(mean, torch.Tensor) and mean.numel() > 0:
-        return mean.numel(), tuple(size)
-    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    return (first_conv.in_channels if first_conv is not None else 3), tuple(size)

@@ -1,0 +1,50 @@
+"""Image classification: mmpretrain's ``ImageClassifier``.
+
+Training computes ``head(extract_feat(x))`` (backbone, then neck, then the head's logits) and a
+loss on them; inference computes the same logits and a softmax, so both forwards return the head's
+class scores. The head's last layer gives the classes: the trace sees it feed the output, so comb
+never lets it be pruned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from cpd.mm.tasks.base import Task, flat_tensors
+
+
+class Classification(Task):
+    """mmpretrain classifiers; example batches default to 224x224."""
+
+    name = "classification"
+    scope = "mmpretrain"
+    package = "mmpretrain.models"
+    registry_module = "mmpretrain.registry"
+    fallback_size = (224, 224)
+
+    def train_forward(self, model: nn.Module, inputs: torch.Tensor) -> list[Any]:
+        """The head's class scores (one tensor per output of heads that have several).
+
+        Raises:
+            TypeError: ``model`` has no ``extract_feat`` or no ``head`` (a backbone-only or
+                self-supervised config).
+        """
+        head = getattr(model, "head", None)
+        if not callable(getattr(model, "extract_feat", None)) or not isinstance(head, nn.Module):
+            raise TypeError(
+                f"a classifier needs extract_feat and a head; {type(model).__name__} has "
+                f"{'no head' if head is None else 'no extract_feat'} (is this a classification config?)"
+            )
+        return flat_tensors(head(model.extract_feat(inputs)), "head.forward")
+
+    def logits(self, model: nn.Module, outputs: Sequence[Any]) -> list[torch.Tensor]:
+        """Every output: a classifier returns only class scores."""
+        return list(outputs)
+
+    def infer_forward(self, model: nn.Module, inputs: torch.Tensor) -> list[Any]:
+        """The class logits, as inference computes them before the softmax."""
+        return self.train_forward(model, inputs)

@@ -1,0 +1,49 @@
+"""Semantic segmentation: mmsegmentation's ``EncoderDecoder`` and ``CascadeEncoderDecoder``.
+
+Training runs the decode head(s) and every auxiliary head, so the trace follows
+:func:`cpd.mm.entry.seg_forward`. Inference runs the decode head only (the last one of a cascade,
+fed by the ones before it), as ``model(inputs, mode='tensor')`` does: the auxiliary heads never
+reach an exported graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from cpd.mm.entry import seg_forward
+from cpd.mm.tasks.base import Task, flat_tensors
+
+
+class Segmentation(Task):
+    """mmseg segmentors; example batches default to the data preprocessor's size, else 512x512."""
+
+    name = "segmentation"
+    scope = "mmseg"
+    package = "mmseg.models"
+    registry_module = "mmseg.registry"
+    fallback_size = (512, 512)
+
+    #: decode heads' logits (in order), then every auxiliary head's; the function itself, so that
+    #: callers comparing forwards (``forward_fn is seg_forward``) keep working
+    train_forward = staticmethod(seg_forward)
+
+    def logits(self, model: nn.Module, outputs: Sequence[Any]) -> list[torch.Tensor]:
+        """The decode heads' logits: one per decode head, the auxiliary heads left out."""
+        head = model.decode_head
+        count = len(head) if isinstance(head, nn.ModuleList) else 1
+        return list(outputs[:count])
+
+    def infer_forward(self, model: nn.Module, inputs: torch.Tensor) -> list[Any]:
+        """The logits inference computes: the (last) decode head's, at the head's resolution."""
+        feats = model.extract_feat(inputs)
+        head = model.decode_head
+        if not isinstance(head, nn.ModuleList):
+            return flat_tensors(head.forward(feats), "decode_head.forward")
+        out = head[0].forward(feats)
+        for later in head[1:]:
+            out = later.forward(feats, out)
+        return flat_tensors(out, f"decode_head[{len(head) - 1}].forward")
