@@ -1,4 +1,4 @@
-"""A tiny classification run for the mm tests: the embedded digit-sum ResNet at an eighth of its width
+"""A tiny classification run for the mm tests: the embedded digit-pair ResNet at an eighth of its width
 (base 8 channels, 0.2M parameters) on 32 generated scenes, trained by ``cpd.mm.train.train``."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CLS_CONFIG = ROOT / "configs" / "embedded" / "resnet_digit_sums.py"
+CLS_CONFIG = ROOT / "configs" / "embedded" / "resnet_digit_pairs.py"
 
 SMALL_RESNET = {"model.backbone.base_channels": 8, "model.head.in_channels": 64}
 #: two pruning steps (iterations 2 and 4) reach both thresholds; then the cut model fine-tunes.
@@ -17,7 +17,7 @@ CLS_HOOK = dict(type="PruningHook", priority="LOWEST", interval=2, prune_cfg=Non
 
 def cls_options(data: Path, max_iters: int = 8, hooks: list[dict] | None = None, model: str = "model",
                 **extra: Any) -> dict[str, Any]:
-    """``--cfg-options`` of a tiny classification run on ``data`` (a digit-sum layout); ``model``: where the
+    """``--cfg-options`` of a tiny classification run on ``data`` (a digit-pair layout); ``model``: where the
     classifier's section is (``model.student`` for a distiller)."""
     opts: dict[str, Any] = {
         "data_root": str(data), "max_iters": max_iters, "warmup_iters": 1, "val_interval": 4,

@@ -1,4 +1,4 @@
-"""The PruningHook, the pruned-model files and the Distiller on an mmpretrain classifier (generated digit sums)."""
+"""The PruningHook, the pruned-model files and the Distiller on an mmpretrain classifier (generated digit pairs)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.mm, pytest.mark.timeout(180), pytest.mark.usefixtures(
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cpd.data.digit_sums import write_mmpretrain_layout
+    from cpd.data.digit_pairs import write_mmpretrain_layout
 
     return write_mmpretrain_layout(tmp_path_factory.mktemp("sums") / "sums", n_train=32, n_val=16, seed=0)
 

@@ -1,8 +1,8 @@
 # The embedded classification default: a small ResNet reading two digits of a 32x32 scene and
-# naming the sum of the two modulo 10 (10 classes; cpd.data.digit_sums).
+# naming the larger of the two (10 classes; cpd.data.digit_pairs).
 #
-# Data: written by cpd.data.digit_sums.write_mmpretrain_layout(data_root, n_train, n_val, seed).
-# Train: python tools/train.py configs/embedded/resnet_digit_sums.py --cfg-options data_root=PATH max_iters=N
+# Data: written by cpd.data.digit_pairs.write_mmpretrain_layout(data_root, n_train, n_val, seed).
+# Train: python tools/train.py configs/embedded/resnet_digit_pairs.py --cfg-options data_root=PATH max_iters=N
 #
 # The top-level knobs `data_root`, `max_iters`, `warmup_iters` and `val_interval` are used in several places;
 # `knobs` lists where each one goes, and tools/train.py (cpd.mm.train.expand_knobs) sets all of them from
@@ -12,7 +12,7 @@
 # channels: 16-32-64-128), global average pooling and a linear head: 0.7M parameters, about 35 MFLOPs
 # per 32x32 image. On a shared CPU set OMP_NUM_THREADS=1.
 
-data_root = 'data/generated/digit_sums'
+data_root = 'data/generated/digit_pairs'
 max_iters = 2000
 warmup_iters = 100
 val_interval = 500
