@@ -18,7 +18,7 @@ from cpd.mm.distiller import Distiller  # noqa: E402
 from cpd.mm.pruned import load_pruned_model  # noqa: E402
 from cpd.mm.pruning_hook import PruningHook  # noqa: E402
 from cpd.mm.tasks import task_of  # noqa: E402
-from cpd.mm.train import train  # noqa: E402
+from cpd.mm.train import evaluate, train  # noqa: E402
 from cpd.prune import read_checkpoint  # noqa: E402
 
 pytestmark = [pytest.mark.mm, pytest.mark.timeout(180), pytest.mark.usefixtures("one_thread")]
@@ -72,6 +72,9 @@ def test_the_hook_prunes_a_classifier_and_each_threshold_loads_alone(data: Path,
     assert hook.best["metric"] == "accuracy/top1" and hook.best["iter"] in (4, 8)
     best = MODELS.build(dict(type="PrunedModel", checkpoint=str(work / "best_pruned.pth")))
     assert sum(p.numel() for p in best.parameters()) == sizes[1]
+    # tools/test.py's evaluate() tests a pruned file of a classifier in place of the config's model
+    scores = evaluate(CLS_CONFIG, work / "thr_0.4.pth", tmp_path / "test", cls_options(data, hooks=[]))
+    assert 0.0 <= scores["accuracy/top1"] <= scores["accuracy/top5"] <= 100.0
     if hook.best["iter"] == 8:
         for a, b in zip(student_outputs(best, probe_batch()), student_outputs(runner.model, probe_batch()),
                         strict=True):
