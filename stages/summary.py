@@ -6,8 +6,8 @@ Reads no params.  LIVE_DIRS is a comma-separated list of ``name=folder`` DVCLive
 runs).  Writes METRICS_JSON (the main metric: mIoU, or top1 for a classifier; params, FLOPs and latency
 of the baseline, pruned and distilled models, the metric's drop, the speed-up beside the FLOPs ratio), and
 in PLOTS_DIR ``sparsity.csv`` (one row per model), ``sparsity.png`` (the metric, params and latency
-against sparsity) and ``training.png`` (losses and the validation metric of the training runs).  The PNG files are there because DVC's HTML plots
-load their renderer from a CDN.
+against sparsity) and ``training.png`` (losses and the validation metric of the training runs).  The PNG
+files are there because DVC's HTML plots load their renderer from a CDN.
 """
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ A config turns it on as the original did::
 ``prune_cfg`` is the dependency JSON of the model being trained (``cpd comb CONFIG --out deps.json``,
 made at the config's crop size), or None to comb the model when training starts (a batch of 2 at the
 data preprocessor's size).  The model's task (:func:`cpd.mm.tasks.task_of`) says which forward the trace
-and the pruner follow (every head that training uses) and which example batch they take.  With a :class:`cpd.mm.distiller.Distiller` only the student is pruned, and
+and the pruner follow (every head that training uses) and which example batch they take.  With a
+:class:`cpd.mm.distiller.Distiller` only the student is pruned, and
 the JSON names the student's parameters (``cpd comb`` on the student's config).
 
 Lifecycle:

@@ -1,4 +1,4 @@
-"""Train and evaluate mmseg and mmpretrain configs with mmengine's Runner: the logic behind ``tools/train.py`` and ``tools/test.py``.
+"""Train and evaluate mmseg and mmpretrain configs with mmengine's Runner (``tools/train.py``, ``tools/test.py``).
 
 Knobs: a config may declare ``knobs = dict(name=['dotted.path', ...])`` next to top-level
 variables of the same names. mmengine resolves such variables when it reads the file, so
