@@ -135,3 +135,24 @@ def test_distilling_while_pruning_a_classifier(teacher: Path, data: Path, tmp_pa
     loaded = load_pruned_model(tmp_path / "work" / "thr_0.4.pth")
     assert type(loaded).__name__ == "ImageClassifier"
     assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in runner.model.student.parameters())
+
+
+def test_a_killed_classifier_run_resumes_to_the_same_plan_and_weights(data: Path, tmp_path: Path) -> None:
+    from mm_tiny import Interrupted
+
+    from cpd.mm.rebuild import prune_target
+
+    def result(runner) -> tuple[dict, dict[str, torch.Tensor]]:
+        hook = next(h for h in runner.hooks if isinstance(h, PruningHook))
+        return hook.plan["removed"], {k: v.detach().clone() for k, v in prune_target(runner.model).state_dict().items()}
+
+    removed, weights = result(train(CLS_CONFIG, tmp_path / "reference", cls_options(data)))
+    work = tmp_path / "resumed"
+    with pytest.raises(Interrupted):  # mid-interval, after the first threshold, before the cut
+        train(CLS_CONFIG, work, cls_options(data, hooks=[dict(CLS_HOOK), dict(type="CrashHook", at=3)]))
+    runner = train(CLS_CONFIG, work, cls_options(data), resume=True)
+    got_removed, got_weights = result(runner)
+    assert runner.iter == 8 and got_removed == removed and got_weights.keys() == weights.keys()
+    for name, ref in weights.items():
+        assert got_weights[name].shape == ref.shape, name
+        assert torch.allclose(got_weights[name], ref, rtol=1e-5, atol=1e-6), name
