@@ -11,6 +11,11 @@
 # Model: mmpretrain's CIFAR ResNet-18 (a 3x3 stem, no max pool) at a quarter of the width (base 16
 # channels: 16-32-64-128), global average pooling and a linear head: 0.7M parameters, about 35 MFLOPs
 # per 32x32 image. On a shared CPU set OMP_NUM_THREADS=1.
+#
+# Measured (1,000 training and 1,000 validation scenes, seed 0, batch 32, max_iters=1500, one thread on a
+# busy 2-core machine, 0.18-0.33 s per iteration): top-1 84.3 / 85.2 / 84.4 % and top-5 98.2 / 99.0 /
+# 99.0 % at iterations 500 / 1000 / 1500 (the training loss is near 0 by 600: few scenes, no augmentation).
+# With 8,000 training scenes top-1 was 95.8 % at 500 iterations.
 
 data_root = 'data/generated/digit_pairs'
 max_iters = 2000
