@@ -1,13 +1,14 @@
-"""Stage ``evaluate``: mIoU, aAcc, parameters and FLOPs of the baseline, the pruned and the distilled model.
+"""Stage ``evaluate``: the task's metrics, parameters and FLOPs of the baseline, the pruned and the distilled model.
 
 Usage: python -m stages.evaluate TRAIN_DIR PRUNE_DIR DISTILL_DIR OUT_DIR METRICS_JSON
 
 Reads the ``evaluate`` section of params.yaml.  Every model runs the trained config's test loop (the
 validation scenes of the embedded default); FLOPs are multiply-accumulates of one image at the crop
 size (the convention of mmcv's ``get_flops`` and fvcore).  The pruned model at each threshold of
-PRUNE_DIR is measured too, for the curves against sparsity.  METRICS_JSON: ``baseline``, ``pruned``
-(the target), ``distilled`` and ``thresholds``, each with mIoU, aAcc, mAcc (fractions), params, flops
-and the parameter sparsity; OUT_DIR keeps mmengine's test logs.
+PRUNE_DIR is measured too, for the curves against sparsity.  METRICS_JSON: ``metric`` (the task's main
+metric, when it is not mIoU), ``baseline``, ``pruned`` (the target), ``distilled`` and ``thresholds``,
+each with the task's metrics as fractions (a segmentor: mIoU, aAcc, mAcc; a classifier: top1, top5),
+params, flops and the parameter sparsity; OUT_DIR keeps mmengine's test logs.
 """
 from __future__ import annotations
 
@@ -37,13 +38,14 @@ def work(args: argparse.Namespace) -> None:
     params: EvaluateParams = read_section(STAGE)
     from cpd.mm import load_config
     from cpd.mm.console import quiet_console
-    from cpd.mm.evaluation import load_baseline, load_student, model_cost, test_model
+    from cpd.mm.evaluation import load_baseline, load_student, main_metric, model_cost, pruned_type, test_model
 
     quiet_console()  # mmengine's environment and config dumps go to the log files only
 
     train, prune, out = Path(args.train_dir), Path(args.prune_dir), Path(args.out_dir)
     base = load_config(train / "config.py")
     pruning = read_json(prune / "pruning.json")
+    metric, kind = main_metric(base), pruned_type(base)
 
     def measure(name: str, model, model_cfg, load_from=None) -> dict:
         log(STAGE, f"testing {name}")
@@ -53,18 +55,19 @@ def work(args: argparse.Namespace) -> None:
     baseline = measure("baseline", load_baseline(base, train / "baseline.pth"), base.model, train / "baseline.pth")
     models = {f"thr_{t}": prune / info["file"] for t, info in pruning["thresholds"].items()}
     models["distilled"] = Path(args.distill_dir) / "student.pth"
-    results = {name: measure(name, load_student(path), dict(type="PrunedSegmentor", checkpoint=str(path)))
+    results = {name: measure(name, load_student(path), dict(type=kind, checkpoint=str(path)))
                for name, path in models.items()}
     for m in [baseline, *results.values()]:
         m["sparsity"] = round(1.0 - m["params"] / baseline["params"], 6)
     target = f"{pruning['target']:g}"
-    metrics = {"target": pruning["target"], "baseline": baseline, "pruned": results[f"thr_{target}"],
+    named = {} if metric == "mIoU" else {"metric": metric}  # a segmentation run's file stays as it was
+    metrics = {"target": pruning["target"], **named, "baseline": baseline, "pruned": results[f"thr_{target}"],
                "distilled": results["distilled"],
                "thresholds": {t: results[f"thr_{t}"] for t in pruning["thresholds"]}}
     write_json(args.metrics, metrics)
     for name in ("baseline", "pruned", "distilled"):
         m = metrics[name]
-        log(STAGE, f"{name:9s} mIoU {m['mIoU']:.4f}  params {m['params']}  FLOPs {m['flops'] / 1e6:.1f} M")
+        log(STAGE, f"{name:9s} {metric} {m[metric]:.4f}  params {m['params']}  FLOPs {m['flops'] / 1e6:.1f} M")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

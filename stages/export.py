@@ -38,9 +38,10 @@ def work(args: argparse.Namespace) -> None:
     """Validate the params, then export, check and time."""
     params: ExportParams = read_section(STAGE)
     from cpd.export import compare_latency, export_checked, pick_provider
-    from cpd.mm import example_inputs, load_config, seg_forward
+    from cpd.mm import example_inputs, load_config
     from cpd.mm.console import quiet_console
     from cpd.mm.evaluation import load_baseline, load_student, model_cost
+    from cpd.mm.pruning_hook import task_of_model
 
     quiet_console()  # library warnings nobody here can act on stay off the console
 
@@ -57,7 +58,9 @@ def work(args: argparse.Namespace) -> None:
     for name, model in models.items():
         log(STAGE, f"exporting {name}")
         x = example_inputs(model, batch=1)
-        checks[name] = export_checked(model, x, out / f"{name}.onnx", seg_forward, params.atol, params.rtol,
+        # what inference runs (a segmentor's decode head, a classifier's class scores), not the auxiliary heads
+        forward = task_of_model(model).infer_forward
+        checks[name] = export_checked(model, x, out / f"{name}.onnx", forward, params.atol, params.rtol,
                                       params.opset)
         paths[name] = out / f"{name}.onnx"
         log(STAGE, f"{name}: onnx.checker ok, max |onnx - torch| {checks[name]['max_abs_diff']:.2e}")

@@ -3,11 +3,11 @@
 Usage: python -m stages.summary EVALUATE_JSON EXPORT_JSON LIVE_DIRS PLOTS_DIR METRICS_JSON
 
 Reads no params.  LIVE_DIRS is a comma-separated list of ``name=folder`` DVCLive folders (the training
-runs).  Writes METRICS_JSON (mIoU, params, FLOPs and latency of the baseline, pruned and distilled
-models, the mIoU drop, the speed-up beside the FLOPs ratio), and in PLOTS_DIR ``sparsity.csv`` (one
-row per model), ``sparsity.png`` (mIoU, params and latency against sparsity) and ``training.png``
-(losses and validation mIoU of the training runs).  The PNG files are there because DVC's HTML plots
-load their renderer from a CDN.
+runs).  Writes METRICS_JSON (the main metric: mIoU, or top1 for a classifier; params, FLOPs and latency
+of the baseline, pruned and distilled models, the metric's drop, the speed-up beside the FLOPs ratio), and
+in PLOTS_DIR ``sparsity.csv`` (one row per model), ``sparsity.png`` (the metric, params and latency
+against sparsity) and ``training.png`` (losses and the validation metric of the training runs).  The PNG
+files are there because DVC's HTML plots load their renderer from a CDN.
 """
 from __future__ import annotations
 
@@ -46,12 +46,12 @@ def work(args: argparse.Namespace) -> None:
                        ("training.png", lambda tmp: plot_training(live, tmp))):
         write_atomic(plots / name, draw)
     write_json(args.metrics, summary)
-    b, d = summary["baseline"], summary["distilled"]
-    log(STAGE, f"baseline  mIoU {b['mIoU']:.4f}, {b['params']} params, {b['flops'] / 1e6:.1f} MFLOPs, "
+    b, d, metric = summary["baseline"], summary["distilled"], summary.get("metric", "mIoU")
+    log(STAGE, f"baseline  {metric} {b[metric]:.4f}, {b['params']} params, {b['flops'] / 1e6:.1f} MFLOPs, "
                f"{b.get('latency_ms', float('nan')):.3f} ms")
-    log(STAGE, f"distilled mIoU {d['mIoU']:.4f}, {d['params']} params, {d['flops'] / 1e6:.1f} MFLOPs, "
+    log(STAGE, f"distilled {metric} {d[metric]:.4f}, {d['params']} params, {d['flops'] / 1e6:.1f} MFLOPs, "
                f"{d.get('latency_ms', float('nan')):.3f} ms (sparsity {d['sparsity']:.3f})")
-    log(STAGE, f"mIoU drop {summary['mIoU_drop'] * 100:.2f} points; speed-up {summary['speedup']}x, "
+    log(STAGE, f"{metric} drop {summary[f'{metric}_drop'] * 100:.2f} points; speed-up {summary['speedup']}x, "
                f"FLOPs ratio {summary['flops_ratio']}x")
 
 

@@ -6,7 +6,7 @@ Reads the ``train`` section of params.yaml.  Trains ``train.config`` on the data
 ``train.checkpoint`` set, takes that checkpoint instead of training) and writes to OUT_DIR:
 ``baseline.pth`` (weights only), ``config.py`` (the config as trained: the model every later stage
 rebuilds, the data, the evaluator), ``dvclive/`` (training curves) and ``work/`` (mmengine's log and
-checkpoint).  METRICS_JSON gets the iterations, the time and the last validation mIoU.
+checkpoint).  METRICS_JSON gets the iterations, the time and the last validation mIoU (top-1 for a classifier).
 """
 from __future__ import annotations
 
@@ -44,10 +44,22 @@ def last_checkpoint(work: Path, max_iters: int) -> Path:
 
 
 def last_val(live_dir: Path) -> dict[str, float]:
-    """The last validation metrics DVCLive recorded, as fractions."""
+    """The last validation metrics DVCLive recorded, as fractions (``val_mIoU``, ``val_aAcc``; ``val_top1``, ...)."""
+    from cpd.mm.evaluation import TASK_METRICS
+
     path = live_dir / "metrics.json"
     val = json.loads(path.read_text()).get("val", {}) if path.is_file() else {}
-    return {f"val_{k}": round(v / 100.0, 6) for k, v in val.items() if k in ("mIoU", "aAcc")}
+    flat: dict[str, float] = {}
+    stack = [("", val)]
+    while stack:  # DVCLive nests a name with slashes ("accuracy/top1") as dicts
+        prefix, node = stack.pop()
+        for key, value in node.items() if isinstance(node, dict) else ():
+            if isinstance(value, dict):
+                stack.append((f"{prefix}{key}/", value))
+            elif isinstance(value, (int, float)):
+                flat[f"{prefix}{key}"] = value
+    names = {"mIoU": "mIoU", "aAcc": "aAcc", **TASK_METRICS["classification"]}
+    return {f"val_{names[k]}": round(v / 100.0, 6) for k, v in sorted(flat.items()) if k in names}
 
 
 def check_paths(params: TrainParams) -> None:

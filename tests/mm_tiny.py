@@ -17,7 +17,7 @@ import cpd.mm  # noqa: F401  (the mmcv shim before mmseg)
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from cpd.mm import seg_forward
+from cpd.mm.pruning_hook import task_of_model
 from cpd.mm.rebuild import prune_target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,13 +67,13 @@ def kd_options(data: Path, teacher: Path, max_iters: int = 8, hooks: list[dict] 
 
 
 def student_outputs(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """Eval-mode outputs of the pruned (student) model on ``x``; the model's mode is restored."""
+    """Eval-mode outputs (its task's training forward) of the pruned (student) model on ``x``; the mode is restored."""
     net = prune_target(model)
     was = net.training
     net.eval()
     try:
         with torch.no_grad():
-            return [o.detach().clone() for o in seg_forward(net, x.to(next(net.parameters()).device))]
+            return [o.detach().clone() for o in task_of_model(net).train_forward(net, x.to(next(net.parameters()).device))]
     finally:
         net.train(was)
 

@@ -74,7 +74,7 @@ BAD = [
     ("prune", {"lr": -1.0}, "prune.lr=-1.0: must be a number in (0, inf)"),
     ("prune", {"lr": "fast"}, "prune.lr='fast'"),
     ("prune", {"sparsity": 0.5}, "prune: unknown key(s) ['sparsity']"),
-    ("data", {"source": "web"}, "data.source='web': must be one of ['digit_mosaic', 'folder']"),
+    ("data", {"source": "web"}, "data.source='web': must be one of ['digit_mosaic', 'digit_pairs', 'folder']"),
     ("data", {"source": "folder", "root": None}, "data.root=None: source 'folder' needs"),
     ("data", {"n_train": 0}, "data.n_train=0: must be an integer >= 1"),
     ("data", {"seed": True}, "data.seed=True: must be an integer >= 0"),

@@ -1,6 +1,6 @@
-"""``Distiller``: a segmentor that learns from its labels and from a frozen teacher.
+"""``Distiller``: a model (segmentor, classifier) that learns from its labels and from a frozen teacher.
 
-Registered in mmseg's ``MODELS`` (``custom_imports = dict(imports=['cpd.mm.distiller'])``)::
+Registered in mmseg's and mmpretrain's ``MODELS`` (``custom_imports = dict(imports=['cpd.mm.distiller'])``)::
 
     model = dict(
         type='Distiller',
@@ -10,12 +10,15 @@ Registered in mmseg's ``MODELS`` (``custom_imports = dict(imports=['cpd.mm.disti
         temperature=2.0, alpha=1.0,
         feature_loss=dict(weight=1.0, index=-1, pool=16))    # optional
 
-The training loss is the student's own losses (decode and auxiliary heads) plus
-``alpha * kd_kl_loss(student logits, teacher logits, T)`` (:mod:`cpd.distill.losses`), plus
+The training loss is the student's own losses (a segmentor's decode and auxiliary heads, a classifier's
+head) plus ``alpha * kd_kl_loss(student logits, teacher logits, T)`` (:mod:`cpd.distill.losses`) on the
+logits of the student's task (:meth:`cpd.mm.tasks.Task.distill_forward`: pixel-wise for a segmentor,
+the class scores for a classifier), plus
 ``weight * affinity_loss`` between the student's and the teacher's backbone features when
 ``feature_loss`` is set.  The teacher runs without gradients in eval mode, is never updated and is
 never pruned (:class:`cpd.mm.pruning_hook.PruningHook` prunes ``model.student``); both networks see the
 images normalised by the student's data preprocessor.  Validation and testing run the student alone.
+The student's type resolves in the current default scope (the config's library), as any model's does.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from typing import Any
 import torch
 from mmengine.config import Config
 from mmengine.model import BaseModel
+from mmengine.registry import DefaultScope
 from mmengine.utils import import_modules_from_strings
 from torch import nn
 
@@ -35,11 +39,20 @@ from cpd.mm.shim import install_mmcv_shim
 install_mmcv_shim()
 
 from mmseg.registry import MODELS  # noqa: E402
-from mmseg.utils import add_prefix  # noqa: E402
 
 from cpd.distill import affinity_loss, kd_kl_loss  # noqa: E402
 from cpd.mm.build import load_config, model_config  # noqa: E402
 from cpd.mm.checkpoints import state_dict_of, state_mismatch  # noqa: E402
+from cpd.mm.pruned import PRUNED_TYPES  # noqa: E402
+from cpd.mm.tasks import TASKS, Task, task_of  # noqa: E402
+
+
+def scope_registry() -> Any:
+    """The ``MODELS`` registry of the current default scope (mmseg's when none is set or it is no task's)."""
+    current = DefaultScope.get_current_instance()
+    name = current.scope_name if current is not None else None
+    task = next((t for t in TASKS.values() if t.scope == name), None)
+    return task.registry() if task is not None else MODELS
 
 FEATURE_KEYS = frozenset({"weight", "index", "pool"})
 
@@ -64,15 +77,19 @@ def load_weights_(model: nn.Module, path: str | os.PathLike, what: str) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def build_teacher(teacher: Any, student_cfg: Any, checkpoint: str | os.PathLike | None) -> nn.Module:
+def build_teacher(teacher: Any, student_cfg: Any, checkpoint: str | os.PathLike | None,
+                  task: Task | None = None) -> nn.Module:
     """Build the frozen teacher: from a config file, a model config, or (None) the student's config.
+
+    A config file builds in its own task's library; a model dict (or the student's config) in the
+    student's ``task`` (the current default scope's library when None).
 
     Raises:
         ValueError: the teacher cannot be derived (a student given as a module with ``teacher=None``),
             or its checkpoint does not fit it.
     """
     if teacher is None:
-        if not isinstance(student_cfg, Mapping) or student_cfg.get("type") == "PrunedSegmentor":
+        if not isinstance(student_cfg, Mapping) or student_cfg.get("type") in PRUNED_TYPES:
             raise ValueError("Distiller: teacher=None means the student's config, but the student is not given as "
                              "an unpruned model config; pass teacher= a config file or model dict")
         cfg = Config(dict(model=copy.deepcopy(dict(student_cfg))))
@@ -81,23 +98,25 @@ def build_teacher(teacher: Any, student_cfg: Any, checkpoint: str | os.PathLike 
         imports = (cfg.get("custom_imports") or {}).get("imports", [])
         if imports:
             import_modules_from_strings(imports)
+        task = task_of(cfg)
     elif isinstance(teacher, Mapping):
         cfg = Config(dict(model=copy.deepcopy(dict(teacher))))
     else:
         raise ValueError(f"Distiller: teacher must be a config file, a model dict or None, got {type(teacher).__name__}")
-    model = MODELS.build(model_config(cfg))
+    registry = task.registry() if task is not None else scope_registry()
+    model = registry.build(model_config(cfg))
     if checkpoint is not None:
         load_weights_(model, checkpoint, "teacher_checkpoint")
     model.requires_grad_(False)
     return model.eval()
 
 
-@MODELS.register_module()
 class Distiller(BaseModel):
-    """A student segmentor trained with a frozen teacher's soft labels (see the module docstring).
+    """A student trained with a frozen teacher's soft labels (see the module docstring).
 
     Args:
-        student: the student's model config (any mmseg ``EncoderDecoder``, or a ``PrunedSegmentor``).
+        student: the student's model config (an mmseg ``EncoderDecoder``, an mmpretrain ``ImageClassifier``,
+            or a ``PrunedModel``).
         teacher: the teacher's model config, a config file, or None for the student's own config.
         teacher_checkpoint: the teacher's weights (an mmengine checkpoint or a state dict); None keeps
             its initial weights (only useful in tests).
@@ -133,12 +152,16 @@ class Distiller(BaseModel):
         if not isinstance(student, Mapping):
             raise ValueError(f"Distiller: student must be a model config dict, got {type(student).__name__}")
         student = copy.deepcopy(student)
-        if data_preprocessor is not None and student.get("type") != "PrunedSegmentor":
+        if data_preprocessor is not None and student.get("type") not in PRUNED_TYPES:
             student.setdefault("data_preprocessor", data_preprocessor)
-        self.student = MODELS.build(student)
+        self.student = scope_registry().build(student)
+        try:
+            self.task = task_of(self.student)
+        except ValueError as e:
+            raise ValueError(f"Distiller: {e}") from None
         if isinstance(getattr(self.student, "decode_head", None), nn.ModuleList):
             raise ValueError("Distiller: cascade segmentors (several decode heads) are not supported")
-        self.teacher = build_teacher(teacher, student, teacher_checkpoint)
+        self.teacher = build_teacher(teacher, student, teacher_checkpoint, self.task)
         # both networks see the student's normalisation; one preprocessor, shared
         self.data_preprocessor = self.student.data_preprocessor
         self.temperature, self.alpha, self.feature_loss = float(temperature), float(alpha), feature_loss
@@ -168,23 +191,33 @@ class Distiller(BaseModel):
         if mode == "predict":
             return self.student.predict(inputs, data_samples)
         if mode == "tensor":
-            return self.student._forward(inputs, data_samples)
+            return self.student(inputs, data_samples, mode="tensor")
         raise ValueError(f"Distiller: invalid mode {mode!r}; expected 'loss', 'predict' or 'tensor'")
 
     def loss(self, inputs: torch.Tensor, data_samples: Any) -> dict[str, torch.Tensor]:
         """The student's losses plus ``loss_kd`` (and ``loss_feat`` with a feature loss)."""
-        student = self.student
-        feats = student.extract_feat(inputs)
-        logits = student.decode_head.forward(feats)
-        losses = add_prefix(student.decode_head.loss_by_feat(logits, data_samples), "decode")
-        if student.with_auxiliary_head:
-            losses.update(student._auxiliary_head_forward_train(feats, data_samples))
+        losses, logits, feats = self.task.distill_forward(self.student, inputs, data_samples)
         with torch.no_grad():
-            t_feats = self.teacher.extract_feat(inputs)
-            t_logits = self.teacher.decode_head.forward(t_feats)
-        losses["loss_kd"] = self.alpha * kd_kl_loss(logits, t_logits, self.temperature)
+            _, t_logits, t_feats = self.task.distill_forward(self.teacher, inputs)
+        if len(logits) != len(t_logits):
+            raise ValueError(f"Distiller: the student gives {len(logits)} logits, the teacher {len(t_logits)}")
+        kd = [kd_kl_loss(s, t, self.temperature) for s, t in zip(logits, t_logits)]
+        losses["loss_kd"] = self.alpha * (kd[0] if len(kd) == 1 else sum(kd) / len(kd))
         if self.feature_loss is not None:
             i = self.feature_loss["index"]
             losses["loss_feat"] = self.feature_loss["weight"] * affinity_loss(
                 feats[i], t_feats[i], pool=self.feature_loss["pool"])
         return losses
+
+
+def _register() -> None:
+    """Put :class:`Distiller` in the ``MODELS`` of mmseg and of mmpretrain if installed."""
+    MODELS.register_module(module=Distiller)
+    try:
+        from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+    except ModuleNotFoundError:  # mmpretrain is optional
+        return
+    PRETRAIN_MODELS.register_module(module=Distiller)
+
+
+_register()

@@ -2,7 +2,7 @@
 
 The baseline is stored as ``{"state_dict": ..., "meta": ...}`` (plain tensors, readable with
 ``weights_only=True``) next to the config it was trained with; pruned and distilled students as
-:func:`cpd.mm.pruned.save_pruned_segmentor` files (plan + weights + base config).
+:func:`cpd.mm.pruned.save_pruned_model` files (plan + weights + base config).
 """
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from torch import nn
 
 from cpd.flops import count_macs, count_params
 from cpd.mm.build import build_model, example_inputs
-from cpd.mm.entry import seg_forward
-from cpd.mm.pruned import load_pruned_segmentor
+from cpd.mm.pruned import load_pruned_model
 from cpd.mm.checkpoints import safe_checkpoint_loading, state_dict_of, state_mismatch, trusted_in
 from cpd.mm.recipe import with_imports, with_loaders
 from cpd.mm.train import check_run_inputs
@@ -30,6 +29,37 @@ from cpd.safe_load import NOT_FROM_CPD, load_torch, save_torch
 
 #: mmseg's IoUMetric reports these in percent; the pipeline records fractions in [0, 1].
 SEG_METRICS = ("mIoU", "aAcc", "mAcc")
+#: per task, the test loop's metrics (in percent) -> the names the pipeline records them under (as
+#: fractions); the first is the task's main metric, the one the summary and ``dvc exp show`` compare.
+TASK_METRICS = {"segmentation": {k: k for k in SEG_METRICS},
+                "classification": {"accuracy/top1": "top1", "accuracy/top5": "top5"}}
+
+
+def task_name(cfg_or_model: Config | nn.Module) -> str:
+    """The name of the task of a config or model (``segmentation`` for a model of no known library)."""
+    from cpd.mm.tasks import task_of
+
+    try:
+        return task_of(cfg_or_model).name
+    except ValueError:
+        return "segmentation"
+
+
+def main_metric(cfg: Config) -> str:
+    """The pipeline's name of the main metric of ``cfg``'s task (``mIoU``, ``top1``).
+
+    Raises:
+        ValueError: the pipeline measures no metric of this task yet.
+    """
+    name = task_name(cfg)
+    if name not in TASK_METRICS:
+        raise ValueError(f"the pipeline evaluates {sorted(TASK_METRICS)} models; this config is a {name} config")
+    return next(iter(TASK_METRICS[name].values()))
+
+
+def pruned_type(cfg: Config) -> str:
+    """The ``MODELS`` type of a pruned-model file in ``cfg``'s library (mmseg's first name, else ``PrunedModel``)."""
+    return "PrunedSegmentor" if task_name(cfg) == "segmentation" else "PrunedModel"
 
 
 def checkpoint_weights(path: str | os.PathLike[str], trusted: bool = False) -> dict[str, torch.Tensor]:
@@ -121,7 +151,7 @@ def load_baseline(cfg: Config, path: str | os.PathLike[str]) -> nn.Module:
 
 def load_student(path: str | os.PathLike[str]) -> nn.Module:
     """A pruned (or distilled) model from its file, in eval mode."""
-    return load_pruned_segmentor(path).eval()
+    return load_pruned_model(path).eval()
 
 
 def save_student(distiller_checkpoint: str | os.PathLike[str], pruned: str | os.PathLike[str],
@@ -135,7 +165,7 @@ def save_student(distiller_checkpoint: str | os.PathLike[str], pruned: str | os.
     student = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
     if not student:
         raise ValueError(f"{os.fspath(distiller_checkpoint)!r} holds no 'student.' weights")
-    model = load_pruned_segmentor(pruned)
+    model = load_pruned_model(pruned)
     model.load_state_dict(student, strict=True)
     plan, _ = read_checkpoint(pruned)
     save_pruned(model, plan, out)
@@ -143,22 +173,30 @@ def save_student(distiller_checkpoint: str | os.PathLike[str], pruned: str | os.
 
 
 def model_cost(model: nn.Module) -> dict[str, int]:
-    """Parameters and MACs (one eval forward of one image at the data preprocessor's size)."""
+    """Parameters and MACs (one eval forward of one image at the data preprocessor's size, through every head
+    that training uses: the task's ``train_forward``)."""
+    from cpd.mm.pruning_hook import task_of_model
+
     inputs = example_inputs(model, batch=1)
-    return {"params": count_params(model), "flops": int(count_macs(model, (inputs,), forward_fn=seg_forward))}
+    forward = task_of_model(model).train_forward
+    return {"params": count_params(model), "flops": int(count_macs(model, (inputs,), forward_fn=forward))}
 
 
 def test_model(base: Config, model_cfg: Mapping[str, Any], work_dir: str | os.PathLike[str],
                load_from: str | os.PathLike[str] | None = None, batch_size: int | None = None,
                workers: int | None = None) -> dict[str, float]:
-    """Run the config's test loop on a model and return mIoU, aAcc and mAcc as fractions.
+    """Run the config's test loop on a model and return its task's metrics as fractions.
 
     Args:
         base: the trained config (data, pipeline, evaluator).
-        model_cfg: the model to test: ``base.model``, or ``dict(type='PrunedSegmentor', checkpoint=...)``.
+        model_cfg: the model to test: ``base.model``, or ``dict(type=pruned_type(base), checkpoint=...)``.
         work_dir: where mmengine writes its log.
         load_from: weights loaded into the model (the baseline's), or None.
         batch_size, workers: of the test loader (None: the config's).
+
+    Returns:
+        The metrics of :data:`TASK_METRICS` for the config's task (``mIoU``, ``aAcc``, ``mAcc``; ``top1``,
+        ``top5``).
 
     Raises:
         FileNotFoundError, cpd.safe_load.BadFileError: ``load_from`` or the model's checkpoint is missing,
@@ -181,4 +219,5 @@ def test_model(base: Config, model_cfg: Mapping[str, Any], work_dir: str | os.Pa
     with safe_checkpoint_loading(trusted_in(cfg)):
         runner = Runner.from_cfg(cfg)
         metrics = runner.test()
-    return {k: round(float(metrics[k]) / 100.0, 6) for k in SEG_METRICS if k in metrics}
+    names = TASK_METRICS.get(task_name(base), {})
+    return {name: round(float(metrics[k]) / 100.0, 6) for k, name in names.items() if k in metrics}

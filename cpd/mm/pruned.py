@@ -1,16 +1,18 @@
-"""Pruned mmseg segmentors on disk: loadable from the file alone, and buildable from a config.
+"""Pruned OpenMMLab models on disk: loadable from the file alone, and buildable from a config.
 
-A file written by :func:`save_pruned_segmentor` is an ordinary :func:`cpd.prune.save_pruned`
+A file written by :func:`save_pruned_model` is an ordinary :func:`cpd.prune.save_pruned`
 checkpoint (the plan plus the pruned state dict, no pickled modules) whose plan summary also holds
-the unpruned model's config as Python text (``summary["model_cfg"]``) and the config's
-``custom_imports`` (``summary["custom_imports"]``).  :func:`load_pruned_segmentor` therefore needs
-nothing but the file: it rebuilds the base model on CPU without downloading anything
-(:func:`cpd.mm.build_model`), replays the plan and loads the weights.
+the unpruned model's config as Python text (``summary["model_cfg"]``, with the library's
+``default_scope`` when it was given) and the config's ``custom_imports``
+(``summary["custom_imports"]``).  :func:`load_pruned_model` therefore needs nothing but the file:
+it rebuilds the base model on CPU without downloading anything through the config's task
+(:func:`cpd.mm.build_model`: a segmentor, a classifier, ...), replays the plan and loads the weights.
 
-Configs reach a pruned model with ``model = dict(type='PrunedSegmentor', checkpoint='thr_0.4.pth')``
-(registered in mmseg's ``MODELS`` when this module is imported, e.g. through
-``custom_imports = dict(imports=['cpd.mm.pruned'])``): fine-tuning, distilling or testing a pruned
-checkpoint then works like any other model.
+Configs reach a pruned model with ``model = dict(type='PrunedModel', checkpoint='thr_0.4.pth')``,
+registered in the ``MODELS`` of every installed library when this module is imported (e.g. through
+``custom_imports = dict(imports=['cpd.mm.pruned'])``); mmseg also knows it by its first name,
+``PrunedSegmentor``.  Fine-tuning, distilling or testing a pruned checkpoint then works like any
+other model.
 """
 from __future__ import annotations
 
@@ -31,16 +33,31 @@ from mmseg.registry import MODELS  # noqa: E402
 from cpd.mm.build import build_model  # noqa: E402
 from cpd.prune import load_pruned, read_checkpoint, save_pruned  # noqa: E402
 
-
-def model_cfg_text(model_cfg: Mapping[str, Any]) -> str:
-    """The model config as Python source (``model = dict(...)``), keeping tuples as tuples."""
-    return Config(dict(model=ConfigDict(model_cfg))).pretty_text
+#: the ``type`` names a config may give a pruned-model file under (``PrunedSegmentor``: mmseg only)
+PRUNED_TYPES = frozenset({"PrunedModel", "PrunedSegmentor"})
 
 
-def save_pruned_segmentor(model: nn.Module, plan: Mapping, path: str | os.PathLike,
-                          model_cfg: Mapping[str, Any] | None = None,
-                          custom_imports: Sequence[str] = ()) -> None:
-    """Save a physically pruned segmentor with its plan and, when given, its base model config.
+def model_cfg_text(model_cfg: Mapping[str, Any], scope: str | None = None) -> str:
+    """The model config as Python source (``model = dict(...)``), keeping tuples as tuples.
+
+    Args:
+        model_cfg: the model section.
+        scope: the library's default scope (``'mmpretrain'``, ...); written beside the model so that
+            loading finds the task without guessing it from the model type.
+
+    Returns:
+        The config text.
+    """
+    data: dict[str, Any] = {"model": ConfigDict(model_cfg)}
+    if scope:
+        data["default_scope"] = scope
+    return Config(data).pretty_text
+
+
+def save_pruned_model(model: nn.Module, plan: Mapping, path: str | os.PathLike,
+                      model_cfg: Mapping[str, Any] | None = None, custom_imports: Sequence[str] = (),
+                      scope: str | None = None) -> None:
+    """Save a physically pruned model with its plan and, when given, its base model config.
 
     Args:
         model: the pruned model.
@@ -48,18 +65,19 @@ def save_pruned_segmentor(model: nn.Module, plan: Mapping, path: str | os.PathLi
         path: the file to write (atomically).
         model_cfg: the unpruned model's config section; stored so the file loads alone.
         custom_imports: modules to import before building the model (the config's ``custom_imports``).
+        scope: the config's ``default_scope``, stored with ``model_cfg``.
     """
     plan = dict(plan)
     summary = dict(plan.get("summary", {}))
     if model_cfg is not None:
-        summary["model_cfg"] = model_cfg_text(model_cfg)
+        summary["model_cfg"] = model_cfg_text(model_cfg, scope)
     summary["custom_imports"] = list(custom_imports)
     plan["summary"] = summary
     save_pruned(model, plan, path)
 
 
 def is_pruned_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a pruned-model file (:func:`save_pruned_segmentor`, the hook's ``thr_<x>.pth``)."""
+    """Whether ``path`` is a pruned-model file (:func:`save_pruned_model`, the hook's ``thr_<x>.pth``)."""
     try:
         read_checkpoint(path)
     except Exception:  # noqa: BLE001 - anything else (an mmengine checkpoint, a broken file) is "no"
@@ -67,18 +85,19 @@ def is_pruned_file(path: str | os.PathLike) -> bool:
     return True
 
 
-def load_pruned_segmentor(path: str | os.PathLike, model_cfg: Mapping[str, Any] | None = None) -> nn.Module:
-    """Rebuild the pruned segmentor saved in ``path`` (CPU, nothing downloaded).
+def load_pruned_model(path: str | os.PathLike, model_cfg: Mapping[str, Any] | None = None) -> nn.Module:
+    """Rebuild the pruned model saved in ``path`` (CPU, nothing downloaded), whatever its task.
 
     Args:
-        path: a file from :func:`save_pruned_segmentor` (the pruning hook's ``thr_<x>.pth``).
+        path: a file from :func:`save_pruned_model` (the pruning hook's ``thr_<x>.pth``).
         model_cfg: the unpruned model's config section; by default the one stored in the file.
 
     Returns:
         The pruned model with its weights, in train mode.
 
     Raises:
-        ValueError: the file holds no model config and none is given, or the plan or weights do not fit.
+        ValueError: the file holds no model config and none is given, no task owns the config, or the
+            plan or weights do not fit.
     """
     plan, state = read_checkpoint(path)
     summary = plan.get("summary", {})
@@ -95,22 +114,40 @@ def load_pruned_segmentor(path: str | os.PathLike, model_cfg: Mapping[str, Any] 
     return load_pruned(base, plan, state)
 
 
-@MODELS.register_module(name="PrunedSegmentor")
-def pruned_segmentor(checkpoint: str, model: Mapping[str, Any] | None = None, data_preprocessor: Any = None
-                     ) -> nn.Module:
-    """Build the pruned segmentor of ``checkpoint`` (a ``MODELS`` entry: ``type='PrunedSegmentor'``).
+#: the first names, kept for the callers of the segmentation-only module
+save_pruned_segmentor = save_pruned_model
+load_pruned_segmentor = load_pruned_model
+
+
+def pruned_model(checkpoint: str, model: Mapping[str, Any] | None = None, data_preprocessor: Any = None
+                 ) -> nn.Module:
+    """Build the pruned model of ``checkpoint`` (a ``MODELS`` entry: ``type='PrunedModel'``).
 
     The model is marked initialised, so the runner's ``init_weights()`` keeps the loaded weights.
 
     Args:
-        checkpoint: a file from :func:`save_pruned_segmentor`.
+        checkpoint: a file from :func:`save_pruned_model`.
         model: the unpruned model's config section, when the file holds none.
         data_preprocessor: ignored (the runner passes the config's top-level one): the pruned model keeps
             the preprocessor of its own config.
 
     Returns:
-        The pruned segmentor.
+        The pruned model.
     """
-    built = load_pruned_segmentor(checkpoint, model)
+    built = load_pruned_model(checkpoint, model)
     built._is_init = True
     return built
+
+
+def _register() -> None:
+    """Put :func:`pruned_model` in the ``MODELS`` of mmseg (under both names) and of mmpretrain if installed."""
+    MODELS.register_module(name="PrunedSegmentor", module=pruned_model)
+    MODELS.register_module(name="PrunedModel", module=pruned_model)
+    try:
+        from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+    except ModuleNotFoundError:  # mmpretrain is optional: segmentation alone needs none of it
+        return
+    PRETRAIN_MODELS.register_module(name="PrunedModel", module=pruned_model)
+
+
+_register()

@@ -1,4 +1,4 @@
-"""``PruningHook``: structured pruning inside any mmengine / mmsegmentation training run.
+"""``PruningHook``: structured pruning inside any mmengine training run (a segmentor, a classifier, ...).
 
 A config turns it on as the original did::
 
@@ -8,7 +8,9 @@ A config turns it on as the original did::
 
 ``prune_cfg`` is the dependency JSON of the model being trained (``cpd comb CONFIG --out deps.json``,
 made at the config's crop size), or None to comb the model when training starts (a batch of 2 at the
-data preprocessor's size).  With a :class:`cpd.mm.distiller.Distiller` only the student is pruned, and
+data preprocessor's size).  The model's task (:func:`cpd.mm.tasks.task_of`) says which forward the trace
+and the pruner follow (every head that training uses) and which example batch they take.  With a
+:class:`cpd.mm.distiller.Distiller` only the student is pruned, and
 the JSON names the student's parameters (``cpd comb`` on the student's config).
 
 Lifecycle:
@@ -52,11 +54,10 @@ from cpd.combing import comb
 from cpd.files import DocKind
 from cpd.graph.deps_io import graph_to_dict, load_deps
 from cpd.graph.group import DependencyGraph
-from cpd.mm.build import example_inputs
 from cpd.mm.dist_sync import average_saliency_, check_same_, digest, removed_digest_input
-from cpd.mm.entry import seg_forward
-from cpd.mm.pruned import save_pruned_segmentor
+from cpd.mm.pruned import save_pruned_model
 from cpd.mm.rebuild import prune_target, remap_optimizer_, rewrap_, unwrap
+from cpd.mm.tasks import TASKS, Task, task_of
 from cpd.prune import PruneConfig, Pruner
 from cpd.surgery import kept_slices
 
@@ -64,6 +65,16 @@ from cpd.surgery import kept_slices
 STATE_KEY = "cpd_pruning"
 HOOK_STATE = DocKind("cpd-pruning-hook", 1, "PruningHook state")
 RULES = ("greater", "less")
+#: what ``save_best='main'`` compares, per task (the first metric of the evaluator for any other task)
+MAIN_METRICS = {"segmentation": "mIoU", "classification": "accuracy/top1", "detection": "coco/bbox_mAP"}
+
+
+def task_of_model(model: torch.nn.Module) -> Task:
+    """The task of ``model``; a model of no known library (a plain wrapper) is traced as a segmentor, as before."""
+    try:
+        return task_of(model)
+    except ValueError:
+        return TASKS["segmentation"]
 
 
 def threshold_name(t: float) -> str:
@@ -84,8 +95,10 @@ class PruningHook(Hook):
         prune_cfg: path of the model's dependency JSON (``cpd comb``), or None to comb it at the start.
         continue_finetune: after the target, cut the model and keep training it (True) or stop (False).
         exclude: parameter or module names never pruned (used when combing, ``prune_cfg=None``).
-        save_best: validation metric that picks ``best_pruned.pth`` while fine-tuning the cut model
-            (mmseg's ``mIoU`` by default); ``'auto'``: the evaluator's first metric; None: do not save it.
+        save_best: validation metric that picks ``best_pruned.pth`` while fine-tuning the cut model;
+            ``'main'`` (the default): the task's main metric (:data:`MAIN_METRICS`: ``mIoU`` for a
+            segmentor, ``accuracy/top1`` for a classifier); ``'auto'``: the evaluator's first metric;
+            None: do not save it.
         rule: ``'greater'`` or ``'less'``: which ``save_best`` values are better.
         out_dir: where the ``.pth`` files go (default: the runner's work dir).
         **pruning: the :class:`cpd.prune.PruneConfig` options above.
@@ -98,7 +111,7 @@ class PruningHook(Hook):
     priority = "LOWEST"
 
     def __init__(self, prune_cfg: str | os.PathLike | None = None, continue_finetune: bool = True,
-                 exclude: Sequence[str] = (), save_best: str | None = "mIoU", rule: str = "greater",
+                 exclude: Sequence[str] = (), save_best: str | None = "main", rule: str = "greater",
                  out_dir: str | os.PathLike | None = None, **pruning: Any) -> None:
         try:
             self.config = PruneConfig.from_dict(pruning, aliases=PruneConfig.ALIASES)
@@ -119,7 +132,7 @@ class PruningHook(Hook):
             raise ValueError(f"PruningHook: exclude={list(exclude)!r} applies when the hook combs the model "
                              "(prune_cfg=None); with a dependency JSON, pass --exclude to `cpd comb` instead")
         if save_best is not None and (not isinstance(save_best, str) or not save_best):
-            raise ValueError(f"PruningHook: save_best={save_best!r} must be a metric name, 'auto' or None")
+            raise ValueError(f"PruningHook: save_best={save_best!r} must be a metric name, 'main', 'auto' or None")
         if rule not in RULES:
             raise ValueError(f"PruningHook: rule={rule!r} must be one of {RULES}")
         #: the dependency JSON (the original's ``prune_cfg``), or None.
@@ -134,6 +147,7 @@ class PruningHook(Hook):
         self.pending: list[float] = []
         self.saved: list[float] = []
         self.best: dict[str, Any] = {}
+        self.task: Task | None = None
         self._handles: list[Any] = []
 
     @property
@@ -155,19 +169,20 @@ class PruningHook(Hook):
         if self.pruner is not None:
             return self.pruner
         model = prune_target(runner.model)
+        self.task = task_of_model(model)
         device = next(model.parameters()).device
         if self.graph is None and self.deps_path is not None:
             self.before_run(runner)
         if self.graph is not None and self.graph.input_shapes:
             shape = self.graph.input_shapes[0]
-            inputs = example_inputs(model, size=tuple(shape[2:]), batch=shape[0]).to(device)
+            inputs = self.task.example_inputs(model, size=tuple(shape[2:]), batch=shape[0]).to(device)
         else:
-            inputs = example_inputs(model, batch=2).to(device)
+            inputs = self.task.example_inputs(model, batch=2).to(device)
         if self.graph is None:
             print_log(f"PruningHook: combing the model on a {list(inputs.shape)} batch", logger="current")
-            self.graph = comb(model, (inputs,), forward_fn=seg_forward, exclude=self.exclude)
+            self.graph = comb(model, (inputs,), forward_fn=self.task.train_forward, exclude=self.exclude)
         check_same_("the dependency graph", digest(graph_to_dict(self.graph)))
-        self.pruner = Pruner(model, (inputs,), self.config, forward_fn=seg_forward, graph=self.graph)
+        self.pruner = Pruner(model, (inputs,), self.config, forward_fn=self.task.train_forward, graph=self.graph)
         # one decision on every rank: the saliency is averaged over the ranks before each step ranks it
         self.pruner.register_prune_pre_hook(average_saliency_)
         print_log(f"PruningHook: {len(self.pruner.groups)} prunable groups; pruning to "
@@ -269,15 +284,19 @@ class PruningHook(Hook):
         imports = (cfg.get("custom_imports") or {}).get("imports", [])
         imports = [imports] if isinstance(imports, str) else list(imports)
         path = Path(self.out_dir or runner.work_dir) / name
-        save_pruned_segmentor(model, plan, path, model_cfg=model_cfg if isinstance(model_cfg, Mapping) else None,
-                              custom_imports=imports)
+        save_pruned_model(model, plan, path, model_cfg=model_cfg if isinstance(model_cfg, Mapping) else None,
+                          custom_imports=imports, scope=cfg.get("default_scope"))
         print_log(f"PruningHook: saved {path}", logger="current")
 
     def after_val_epoch(self, runner: Any, metrics: Mapping[str, float] | None = None) -> None:
         """While fine-tuning the cut model, keep its best validation result as ``best_pruned.pth``."""
         if not self.materialized or not self.continue_finetune or self.save_best is None or not metrics:
             return
-        key = next(iter(metrics)) if self.save_best == "auto" else self.save_best
+        key = self.save_best
+        if key == "main":
+            key = MAIN_METRICS.get(self.task.name if self.task else "", "auto")
+        if key == "auto":
+            key = next(iter(metrics))
         if key not in metrics:
             raise KeyError(f"PruningHook: save_best={self.save_best!r} is not among the validation metrics "
                            f"{sorted(metrics)}")

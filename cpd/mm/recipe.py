@@ -3,8 +3,9 @@
 Each function takes the base config (the model's own mmseg config, or the one the baseline was trained
 with) and a section of ``params.yaml`` (:mod:`cpd.pipeline.params`), and returns a new config ready for
 :func:`cpd.mm.launch.run_config`; the base config is never changed.  Works with any mmseg
-``EncoderDecoder`` config: the top-level knobs of ``configs/embedded/vit_digits.py`` (``data_root``,
-``max_iters``, ``val_interval``) are used when a config declares them, the standard paths otherwise.
+``EncoderDecoder`` or mmpretrain ``ImageClassifier`` config: the top-level knobs of the embedded configs
+(``data_root``, ``max_iters``, ``val_interval``) are used when a config declares them, the standard paths
+otherwise.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from mmengine.config import Config, ConfigDict
 from cpd.combing import check_exclude, comb
 from cpd.graph.group import DependencyGraph
 from cpd.mm.build import _drop_checkpoints_, build_model, example_inputs, load_config
-from cpd.mm.entry import seg_forward
+from cpd.mm.tasks import task_of
 from cpd.mm.train import expand_knobs
 from cpd.pipeline.params import CombParams, DistillParams, ParamsError, PruneParams, TrainParams
 
@@ -188,7 +189,9 @@ def distill_config(base: Config, params: DistillParams, baseline: str | os.PathL
                    live_dir: str | os.PathLike[str]) -> Config:
     """The config that fine-tunes the pruned ``student`` file with KD from the ``baseline`` teacher."""
     cfg = copy.deepcopy(base)
-    cfg.model = ConfigDict(type="Distiller", student=dict(type="PrunedSegmentor", checkpoint=os.fspath(student)),
+    from cpd.mm.evaluation import pruned_type
+
+    cfg.model = ConfigDict(type="Distiller", student=dict(type=pruned_type(base), checkpoint=os.fspath(student)),
                            teacher=copy.deepcopy(base.model), teacher_checkpoint=os.fspath(baseline),
                            temperature=params.temperature, alpha=params.alpha)
     with_imports(cfg, ["cpd.mm.pruned", "cpd.mm.distiller"])
@@ -226,7 +229,7 @@ def comb_segmentor(cfg: Config, params: CombParams) -> DependencyGraph:
     except ValueError as e:
         raise ParamsError(f"{params.NAME}.{e}") from None
     inputs = example_inputs(model, size=params.size)
-    return comb(model, (inputs,), forward_fn=seg_forward, exclude=params.exclude)
+    return comb(model, (inputs,), forward_fn=task_of(cfg).train_forward, exclude=params.exclude)
 
 
 def dump_config(cfg: Config, path: str | os.PathLike[str]) -> Path:

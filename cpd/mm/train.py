@@ -1,4 +1,4 @@
-"""Train and evaluate mmseg configs with mmengine's Runner: the logic behind ``tools/train.py`` and ``tools/test.py``.
+"""Train and evaluate mmseg and mmpretrain configs with mmengine's Runner (``tools/train.py``, ``tools/test.py``).
 
 Knobs: a config may declare ``knobs = dict(name=['dotted.path', ...])`` next to top-level
 variables of the same names. mmengine resolves such variables when it reads the file, so
@@ -169,9 +169,9 @@ def evaluate(
     from cpd.mm.pruned import is_pruned_file
 
     if is_pruned_file(checkpoint):
-        import cpd.mm.pruned  # noqa: F401  (registers PrunedSegmentor)
+        import cpd.mm.pruned  # noqa: F401  (registers PrunedModel in every library's MODELS)
 
-        cfg.model = {"type": "PrunedSegmentor", "checkpoint": str(checkpoint)}
+        cfg.model = {"type": "PrunedModel", "checkpoint": str(checkpoint)}
         cfg.load_from = None
         cfg.custom_hooks = [h for h in cfg.get("custom_hooks") or [] if h.get("type") != "PruningHook"]
     check_run_inputs(cfg, trusted)
@@ -186,7 +186,7 @@ def check_run_inputs(cfg: Config, trusted: Iterable[str | os.PathLike[str]] = ()
     """Refuse, before a Runner is built (and logs ~400 lines), the files a run of ``cfg`` could not use.
 
     Checks ``load_from``, the checkpoint ``resume`` picks in the work dir, a distiller's
-    ``teacher_checkpoint`` / ``student_checkpoint``, a ``PrunedSegmentor``'s ``checkpoint`` (they exist,
+    ``teacher_checkpoint`` / ``student_checkpoint``, a ``PrunedModel``'s ``checkpoint`` (they exist,
     are complete torch files, and hold only allowed globals; nothing is unpickled), and the
     PruningHook's dependency JSON (it parses and is a cpd-deps file of a readable version; whether it
     fits the model is checked by the hook, which has the model).

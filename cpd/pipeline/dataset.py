@@ -19,16 +19,16 @@ LAYOUTS = (("img_dir", "ann_dir"), ("images", "annotations"))
 
 
 def prepare_data(params: DataParams, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Write the digit mosaic scenes under ``out_dir``, or check an existing dataset folder.
+    """Write the embedded scenes under ``out_dir`` (digit mosaic or digit pairs), or check a dataset folder.
 
     Args:
         params: the ``data`` section.
-        out_dir: the stage's output folder (created); receives ``dataset.json`` and, for the
-            digit mosaic, the scenes in ``digit_mosaic/``.
+        out_dir: the stage's output folder (created); receives ``dataset.json`` and the embedded
+            scenes in ``digit_mosaic/`` (mmseg layout) or ``digit_pairs/`` (mmpretrain's folder layout).
 
     Returns:
-        What ``dataset.json`` holds: ``source``, ``data_root`` and, for the digit mosaic, the
-        scene counts, classes and per-class pixel counts.
+        What ``dataset.json`` holds: ``source``, ``data_root`` and, for the embedded sets, the
+        scene counts, classes and per-class pixel (digit mosaic) or image (digit pairs) counts.
 
     Raises:
         ParamsError: ``source: folder`` and ``root`` is not a folder, or a split of a known layout has
@@ -42,6 +42,13 @@ def prepare_data(params: DataParams, out_dir: str | os.PathLike[str]) -> dict[st
                               "dataset in the layout the training config expects)")
         check_layout(root)
         info: dict[str, Any] = {"source": "folder", "data_root": str(root)}
+    elif params.source == "digit_pairs":
+        from cpd.data import digit_pairs
+
+        root = digit_pairs.write_mmpretrain_layout(out / "digit_pairs", params.n_train, params.n_val, params.seed)
+        meta = digit_pairs.read_layout_meta(root) or {}
+        info = {"source": "digit_pairs", "data_root": root.as_posix(), "counts": meta.get("counts"),
+                "seed": meta.get("seed"), "classes": meta.get("classes"), "class_counts": meta.get("class_counts")}
     else:
         from cpd.data.digit_mosaic import read_layout_meta, write_mmseg_layout
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 PARAMS_FILE = "params.yaml"
-DATA_SOURCES = ("digit_mosaic", "folder")
+DATA_SOURCES = ("digit_mosaic", "digit_pairs", "folder")
 PROVIDERS = ("auto", "cpu", "cuda")
 
 
@@ -154,7 +154,8 @@ class Section:
 
 @dataclass(frozen=True)
 class DataParams(Section):
-    """``data``: the embedded digit mosaic scenes, or an existing mmseg dataset folder (ADE20K...)."""
+    """``data``: the embedded digit mosaic scenes (segmentation), the digit pairs (classification), or an
+    existing dataset folder (ADE20K...)."""
 
     NAME = "data"
     source: str = spec("digit_mosaic", choice(DATA_SOURCES))

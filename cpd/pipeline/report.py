@@ -14,30 +14,46 @@ from pathlib import Path
 from typing import Any
 
 COLUMNS = ("model", "sparsity", "mIoU", "params", "flops", "latency_ms")
+#: the metrics each model's row carries beside params and FLOPs (those evaluate measured)
+QUALITY = ("mIoU", "aAcc", "top1", "top5")
+
+
+def main_metric(evaluation: Mapping[str, Any]) -> str:
+    """The task's main metric of ``metrics/evaluate.json`` (``mIoU`` when the file names none, as before)."""
+    return str(evaluation.get("metric", "mIoU"))
+
+
+def columns(metric: str) -> tuple[str, ...]:
+    """The columns of ``sparsity.csv`` for a run whose main metric is ``metric``."""
+    return tuple(metric if c == "mIoU" else c for c in COLUMNS)
 
 
 def summarize(evaluation: Mapping[str, Any], export: Mapping[str, Any]) -> dict[str, Any]:
-    """The run in one flat-ish table: each model's mIoU, params, FLOPs and latency, and the ratios.
+    """The run in one flat-ish table: each model's metrics, params, FLOPs and latency, and the ratios.
 
     Args:
         evaluation: ``metrics/evaluate.json`` (``baseline``, ``pruned``, ``distilled``, ``thresholds``).
         export: ``metrics/export.json`` (latency per model, ``speedup``, ``flops_ratio``).
 
     Returns:
-        ``{"target", "baseline": {...}, "pruned": {...}, "distilled": {...}, "mIoU_drop", "speedup",
-        "flops_ratio", "params_ratio", "provider"}``; mIoU as a fraction, latency in ms (median at batch 1).
+        ``{"target", "baseline": {...}, "pruned": {...}, "distilled": {...}, "<metric>_drop", "speedup",
+        "flops_ratio", "params_ratio", "provider"}`` (``metric``: the task's main one, ``mIoU`` or ``top1``,
+        named by ``metric`` when it is not mIoU); metrics as fractions, latency in ms (median at batch 1).
     """
+    metric = main_metric(evaluation)
     out: dict[str, Any] = {"target": evaluation.get("target")}
+    if metric != "mIoU":
+        out["metric"] = metric
     for name in ("baseline", "pruned", "distilled"):
         m = evaluation[name]
-        row = {k: m[k] for k in ("mIoU", "aAcc", "params", "flops", "sparsity") if k in m}
+        row = {k: m[k] for k in (*QUALITY, "params", "flops", "sparsity") if k in m}
         lat = export.get("latency", {}).get("distilled" if name == "pruned" else name)
         if lat is not None:
             row["latency_ms"] = round(lat["median_ms"], 4)
             row["latency_p90_ms"] = round(lat["p90_ms"], 4)
         out[name] = row
     base, final = evaluation["baseline"], evaluation["distilled"]
-    out["mIoU_drop"] = round(base["mIoU"] - final["mIoU"], 6)
+    out[f"{metric}_drop"] = round(base[metric] - final[metric], 6)
     out["params_ratio"] = round(base["params"] / final["params"], 4)
     out["flops_ratio"] = export.get("flops_ratio", round(base["flops"] / final["flops"], 4))
     out["speedup"] = export.get("speedup")
@@ -52,28 +68,29 @@ def sparsity_rows(evaluation: Mapping[str, Any], export: Mapping[str, Any]) -> l
     shares its architecture, hence its latency, with) and, when exported, the other thresholds.
     """
     latency = {k: v["median_ms"] for k, v in export.get("latency", {}).items()}
-    target = evaluation.get("target")
-    rows = [_row("baseline", evaluation["baseline"], latency.get("baseline"))]
+    target, metric = evaluation.get("target"), main_metric(evaluation)
+    rows = [_row("baseline", evaluation["baseline"], latency.get("baseline"), metric)]
     for key, m in sorted(evaluation.get("thresholds", {}).items(), key=lambda kv: float(kv[0])):
         name = f"pruned@{key}"
         lat = latency.get("distilled") if target is not None and math.isclose(float(key), target) \
             else latency.get(f"thr_{key}")
-        rows.append(_row(name, m, lat))
-    rows.append(_row("distilled", evaluation["distilled"], latency.get("distilled")))
+        rows.append(_row(name, m, lat, metric))
+    rows.append(_row("distilled", evaluation["distilled"], latency.get("distilled"), metric))
     return rows
 
 
-def _row(name: str, m: Mapping[str, Any], latency: float | None) -> dict[str, Any]:
-    return {"model": name, "sparsity": m["sparsity"], "mIoU": m["mIoU"], "params": m["params"],
+def _row(name: str, m: Mapping[str, Any], latency: float | None, metric: str) -> dict[str, Any]:
+    return {"model": name, "sparsity": m["sparsity"], metric: m[metric], "params": m["params"],
             "flops": m["flops"], "latency_ms": "" if latency is None else round(latency, 4)}
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """Write the rows with the header ``COLUMNS``."""
+    """Write the rows with the header ``COLUMNS`` (the main metric's column named after the rows' metric)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    metric = next((k for k in QUALITY if rows and k in rows[0]), "mIoU")
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns(metric))
         writer.writeheader()
         writer.writerows(rows)
     return path
@@ -102,19 +119,23 @@ def _pyplot() -> Any:
 
 
 def plot_training(live_dirs: Mapping[str, str | os.PathLike[str]], path: str | os.PathLike[str]) -> Path:
-    """Training loss and validation mIoU of each run (one line per stage), from their DVCLive folders."""
+    """Training loss and validation mIoU (top-1 for a classifier) of each run, from their DVCLive folders."""
     plt = _pyplot()
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.8))
+    title = "validation mIoU (%)"
     for i, (name, folder) in enumerate(live_dirs.items()):
         metrics, color = Path(folder) / "plots" / "metrics", f"C{i}"  # one colour per run in both panels
         steps, loss = read_curve(metrics / "train" / "loss.tsv")
         if steps:
             ax_loss.plot(steps, loss, color=color, label=name)
         steps, miou = read_curve(metrics / "val" / "mIoU.tsv")
+        if not steps:
+            steps, miou = read_curve(metrics / "val" / "accuracy" / "top1.tsv")
+            title = "validation top-1 (%)" if steps else title
         if steps:
             ax_miou.plot(steps, miou, color=color, marker="o", label=name)
     ax_loss.set(title="training loss", xlabel="iteration of the stage", yscale="log")
-    ax_miou.set(title="validation mIoU (%)", xlabel="iteration of the stage")
+    ax_miou.set(title=title, xlabel="iteration of the stage")
     for ax in (ax_loss, ax_miou):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -123,10 +144,11 @@ def plot_training(live_dirs: Mapping[str, str | os.PathLike[str]], path: str | o
 
 
 def plot_sparsity(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """mIoU, parameters and latency against sparsity (pruned models as circles, the distilled one a star)."""
+    """The main metric, parameters and latency against sparsity (pruned models as circles, the distilled one a star)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    panels = (("mIoU", "mIoU", 1.0), ("params", "parameters (M)", 1e-6), ("latency_ms", "median latency (ms)", 1.0))
+    metric = next((k for k in QUALITY if rows and k in rows[0]), "mIoU")
+    panels = ((metric, metric, 1.0), ("params", "parameters (M)", 1e-6), ("latency_ms", "median latency (ms)", 1.0))
     for ax, (key, label, scale) in zip(axes, panels):
         pruned = [r for r in rows if r["model"] != "distilled" and r[key] != ""]
         ax.plot([r["sparsity"] for r in pruned], [r[key] * scale for r in pruned], "o-", label="baseline / pruned")

@@ -209,6 +209,24 @@ class Task:
         """
         raise NotImplementedError
 
+    def distill_forward(self, model: nn.Module, inputs: torch.Tensor, data_samples: Any = None
+                        ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], Sequence[torch.Tensor]]:
+        """Run one training forward for distillation: the model's own losses, its logits, its features.
+
+        One pass gives all three, so that the KD term sees the logits the losses were computed on.
+
+        Args:
+            model: a model of this task.
+            inputs: a normalised image batch ``(N, C, H, W)``.
+            data_samples: the batch's labels; None (a teacher) computes no loss.
+
+        Returns:
+            ``(losses, logits, features)``: the losses training would compute (empty without
+            ``data_samples``), the logits as :meth:`logits` picks them, the backbone's (or neck's)
+            feature maps.
+        """
+        raise NotImplementedError(f"the {self.name} task cannot be distilled yet")
+
     def output_modules(self, model: nn.Module, inputs: torch.Tensor) -> list[str]:
         """Name the layers nearest the outputs of :meth:`train_forward` (class logits, box maps).
 

@@ -48,3 +48,20 @@ class Classification(Task):
     def infer_forward(self, model: nn.Module, inputs: torch.Tensor) -> list[Any]:
         """The class logits, as inference computes them before the softmax."""
         return self.train_forward(model, inputs)
+
+    def distill_forward(self, model: nn.Module, inputs: torch.Tensor, data_samples: Any = None
+                        ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], Sequence[torch.Tensor]]:
+        """The head's loss on its class scores (what ``head.loss`` computes), the scores, the features.
+
+        Raises:
+            TypeError: ``model`` has no ``extract_feat``, or no head with ``_get_loss`` (mmpretrain's
+                ``ClsHead`` and its subclasses have it).
+        """
+        head = getattr(model, "head", None)
+        if not callable(getattr(model, "extract_feat", None)) or not callable(getattr(head, "_get_loss", None)):
+            raise TypeError(f"distilling a classifier needs extract_feat and a ClsHead-like head with _get_loss; "
+                            f"{type(model).__name__} has head {type(head).__name__}")
+        feats = model.extract_feat(inputs)
+        scores = model.head(feats)
+        losses = model.head._get_loss(scores, data_samples) if data_samples is not None else {}
+        return dict(losses), flat_tensors(scores, "head.forward"), feats

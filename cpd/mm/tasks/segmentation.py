@@ -47,3 +47,24 @@ class Segmentation(Task):
         for later in head[1:]:
             out = later.forward(feats, out)
         return flat_tensors(out, f"decode_head[{len(head) - 1}].forward")
+
+    def distill_forward(self, model: nn.Module, inputs: torch.Tensor, data_samples: Any = None
+                        ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], Sequence[torch.Tensor]]:
+        """The decode head's losses (``decode.*``) and every auxiliary head's, the decode logits, the features.
+
+        Raises:
+            ValueError: a cascade segmentor (several decode heads).
+        """
+        from mmseg.utils import add_prefix
+
+        head = model.decode_head
+        if isinstance(head, nn.ModuleList):
+            raise ValueError("cascade segmentors (several decode heads) cannot be distilled")
+        feats = model.extract_feat(inputs)
+        logits = head.forward(feats)
+        losses: dict[str, torch.Tensor] = {}
+        if data_samples is not None:
+            losses = add_prefix(head.loss_by_feat(logits, data_samples), "decode")
+            if model.with_auxiliary_head:
+                losses.update(model._auxiliary_head_forward_train(feats, data_samples))
+        return losses, [logits], feats
