@@ -181,8 +181,9 @@ def load_model(config: str, size: Sequence[int] | None) -> tuple[Any, Any, Calla
         raise UsageError(str(error)) from None
     except ModuleNotFoundError as error:
         raise UsageError(f"{config}: {error.name} is not installed; install the 'mm' extra") from None
-    except ValueError as error:
-        raise UsageError(f"{config}: {error}") from None
+    except ValueError as error:  # a config that does not parse or run, or that no task owns
+        message = str(error)
+        raise UsageError(message if config in message else f"{config}: {message}") from None
     model.eval()
     inputs = task.example_inputs(model, size=input_size)
     _try_forward(model, inputs, task.train_forward)

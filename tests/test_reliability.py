@@ -321,10 +321,14 @@ def answer(case: Case, tmp: Path) -> str:
     with pytest.raises(Exception) as info:  # noqa: PT011 - each row's exact answer is compared below
         case.run(tmp)
     text = f"{type(info.value).__name__}: {info.value}"
-    if case.needs == "mmseg":  # where mmseg's own configs are installed differs between machines
-        from cpd.mm.build import mmseg_config_root
+    if case.needs == "mmseg":  # where the libraries' own configs are installed differs between machines
+        from cpd.mm.build import CONFIG_LIBRARIES, config_root
 
-        text = text.replace(str(mmseg_config_root()), "<mmseg configs>")
+        for library in CONFIG_LIBRARIES:
+            try:
+                text = text.replace(str(config_root(library)), f"<{library} configs>")
+            except ModuleNotFoundError:
+                pass
     return text.replace(str(tmp.resolve()), "<tmp>").replace(str(tmp), "<tmp>")
 
 

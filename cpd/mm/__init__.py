@@ -11,7 +11,8 @@ from cpd.mm.vision_shim import install_torchvision_stand_in
 install_mmcv_shim()
 install_torchvision_stand_in()
 
-from cpd.mm.build import build_model, example_inputs, load_config, resolve_config  # noqa: E402
+from cpd.mm.build import load_config, resolve_config  # noqa: E402
+from cpd.mm.tasks import build_model, example_inputs  # noqa: E402
 from cpd.mm.entry import output_modules, seg_forward  # noqa: E402
 from cpd.mm import adapters  # noqa: E402,F401  (registers prunable stand-ins for mmseg attention modules)
 

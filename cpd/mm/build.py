@@ -209,56 +209,6 @@ def model_config(cfg: Config, input_size: Size | None = None, registry: Any = No
     return model_cfg
 
 
-def build_model(cfg: Config | str | os.PathLike[str], input_size: Size | None = None) -> nn.Module:
-    """Build the model of a config (segmentor, classifier, detector) on CPU without any checkpoint.
-
-    Args:
-        cfg: a config, or a path or shipped name for :func:`load_config`.
-        input_size: see :func:`model_config`.
-
-    Returns:
-        The model on CPU, in train mode, with its ``data_preprocessor``.
-
-    Raises:
-        FileNotFoundError: the config cannot be found.
-        ValueError: ``input_size`` is not two positive integers, or no task owns the config.
-    """
-    from cpd.mm.tasks import task_of
-
-    if not isinstance(cfg, Config):
-        cfg = load_config(cfg)
-    return task_of(cfg).build_model(cfg, input_size)
-
-
-def example_inputs(
-    cfg_or_model: Config | nn.Module, size: Size | None = None, batch: int = 2, seed: int = 0
-) -> torch.Tensor:
-    """Make a random, already normalised image batch for a config or model.
-
-    Args:
-        cfg_or_model: a config or a model built from one.
-        size: ``(H, W)``; by default the data preprocessor's ``size``, else the
-            task's default (512x512 segmentation, 224x224 classification, 320x320 detection).
-        batch: batch size.
-        seed: seed of the generator, so that calls are repeatable.
-
-    Returns:
-        A float tensor of shape ``(batch, C, H, W)``.
-
-    Raises:
-        ValueError: ``size`` or ``batch`` is not positive.
-    """
-    from cpd.mm.tasks import task_of
-
-    try:
-        task = task_of(cfg_or_model)
-    except ValueError:  # a model of no known library (a wrapper): mmseg's defaults
-        from cpd.mm.tasks import TASKS
-
-        task = TASKS["segmentation"]
-    return task.example_inputs(cfg_or_model, size=size, batch=batch, seed=seed)
-
-
 def input_channels(cfg_or_model: Config | nn.Module) -> int:
     """Count the channels of the images a config's or model's model takes.
 

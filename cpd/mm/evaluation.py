@@ -19,7 +19,7 @@ from mmengine.config import Config
 from torch import nn
 
 from cpd.flops import count_macs, count_params
-from cpd.mm.build import build_model, example_inputs
+from cpd.mm.tasks import build_model, example_inputs, pruned_type, task_name  # noqa: F401 (stages use them)
 from cpd.mm.pruned import load_pruned_model
 from cpd.mm.checkpoints import safe_checkpoint_loading, state_dict_of, state_mismatch, trusted_in
 from cpd.mm.recipe import with_imports, with_loaders
@@ -35,16 +35,6 @@ TASK_METRICS = {"segmentation": {k: k for k in SEG_METRICS},
                 "classification": {"accuracy/top1": "top1", "accuracy/top5": "top5"}}
 
 
-def task_name(cfg_or_model: Config | nn.Module) -> str:
-    """The name of the task of a config or model (``segmentation`` for a model of no known library)."""
-    from cpd.mm.tasks import task_of
-
-    try:
-        return task_of(cfg_or_model).name
-    except ValueError:
-        return "segmentation"
-
-
 def main_metric(cfg: Config) -> str:
     """The pipeline's name of the main metric of ``cfg``'s task (``mIoU``, ``top1``).
 
@@ -55,11 +45,6 @@ def main_metric(cfg: Config) -> str:
     if name not in TASK_METRICS:
         raise ValueError(f"the pipeline evaluates {sorted(TASK_METRICS)} models; this config is a {name} config")
     return next(iter(TASK_METRICS[name].values()))
-
-
-def pruned_type(cfg: Config) -> str:
-    """The ``MODELS`` type of a pruned-model file in ``cfg``'s library (mmseg's first name, else ``PrunedModel``)."""
-    return "PrunedSegmentor" if task_name(cfg) == "segmentation" else "PrunedModel"
 
 
 def checkpoint_weights(path: str | os.PathLike[str], trusted: bool = False) -> dict[str, torch.Tensor]:

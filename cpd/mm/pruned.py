@@ -30,7 +30,7 @@ install_mmcv_shim()
 
 from mmseg.registry import MODELS  # noqa: E402
 
-from cpd.mm.build import build_model  # noqa: E402
+from cpd.mm.tasks import build_model  # noqa: E402
 from cpd.prune import load_pruned, read_checkpoint, save_pruned  # noqa: E402
 
 #: the ``type`` names a config may give a pruned-model file under (``PrunedSegmentor``: mmseg only)

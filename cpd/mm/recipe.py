@@ -20,7 +20,8 @@ from mmengine.config import Config, ConfigDict
 
 from cpd.combing import check_exclude, comb
 from cpd.graph.group import DependencyGraph
-from cpd.mm.build import _drop_checkpoints_, build_model, example_inputs, load_config
+from cpd.mm.build import _drop_checkpoints_, load_config
+from cpd.mm.tasks import build_model, example_inputs, pruned_type
 from cpd.mm.tasks import task_of
 from cpd.mm.train import expand_knobs
 from cpd.pipeline.params import CombParams, DistillParams, ParamsError, PruneParams, TrainParams
@@ -189,8 +190,6 @@ def distill_config(base: Config, params: DistillParams, baseline: str | os.PathL
                    live_dir: str | os.PathLike[str]) -> Config:
     """The config that fine-tunes the pruned ``student`` file with KD from the ``baseline`` teacher."""
     cfg = copy.deepcopy(base)
-    from cpd.mm.evaluation import pruned_type
-
     cfg.model = ConfigDict(type="Distiller", student=dict(type=pruned_type(base), checkpoint=os.fspath(student)),
                            teacher=copy.deepcopy(base.model), teacher_checkpoint=os.fspath(baseline),
                            temperature=params.temperature, alpha=params.alpha)

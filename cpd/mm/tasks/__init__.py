@@ -8,8 +8,13 @@ instance of a :class:`~cpd.mm.tasks.base.Task` subclass with :func:`register_tas
 
 from __future__ import annotations
 
+import os
+
+import torch
 from mmengine.config import Config
 from torch import nn
+
+from cpd.mm.build import Size, load_config
 
 from cpd.mm.tasks.base import Task
 from cpd.mm.tasks.classification import Classification
@@ -67,4 +72,62 @@ def task_of(cfg_or_model: Config | nn.Module) -> Task:
 for _task in (Segmentation(), Classification(), Detection()):
     register_task(_task)
 
-__all__ = ["TASKS", "Task", "register_task", "task_of"]
+
+def build_model(cfg: Config | str | os.PathLike[str], input_size: Size | None = None) -> nn.Module:
+    """Build the model of a config (segmentor, classifier, detector) on CPU without any checkpoint.
+
+    Args:
+        cfg: a config, or a path or shipped name for :func:`load_config`.
+        input_size: see :func:`model_config`.
+
+    Returns:
+        The model on CPU, in train mode, with its ``data_preprocessor``.
+
+    Raises:
+        FileNotFoundError: the config cannot be found.
+        ValueError: ``input_size`` is not two positive integers, or no task owns the config.
+    """
+    if not isinstance(cfg, Config):
+        cfg = load_config(cfg)
+    return task_of(cfg).build_model(cfg, input_size)
+
+
+def example_inputs(
+    cfg_or_model: Config | nn.Module, size: Size | None = None, batch: int = 2, seed: int = 0
+) -> torch.Tensor:
+    """Make a random, already normalised image batch for a config or model.
+
+    Args:
+        cfg_or_model: a config or a model built from one.
+        size: ``(H, W)``; by default the data preprocessor's ``size``, else the
+            task's default (512x512 segmentation, 224x224 classification, 320x320 detection).
+        batch: batch size.
+        seed: seed of the generator, so that calls are repeatable.
+
+    Returns:
+        A float tensor of shape ``(batch, C, H, W)``.
+
+    Raises:
+        ValueError: ``size`` or ``batch`` is not positive.
+    """
+    try:
+        task = task_of(cfg_or_model)
+    except ValueError:  # a model of no known library (a wrapper): mmseg's defaults
+        task = TASKS["segmentation"]
+    return task.example_inputs(cfg_or_model, size=size, batch=batch, seed=seed)
+
+
+def task_name(cfg_or_model: Config | nn.Module) -> str:
+    """The name of the task of a config or model (``segmentation`` for a model of no known library)."""
+    try:
+        return task_of(cfg_or_model).name
+    except ValueError:
+        return "segmentation"
+
+
+def pruned_type(cfg: Config) -> str:
+    """The ``MODELS`` type of a pruned-model file in ``cfg``'s library (mmseg's first name, else ``PrunedModel``)."""
+    return "PrunedSegmentor" if task_name(cfg) == "segmentation" else "PrunedModel"
+
+
+__all__ = ["TASKS", "Task", "build_model", "example_inputs", "pruned_type", "register_task", "task_name", "task_of"]
