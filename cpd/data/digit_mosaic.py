@@ -17,6 +17,7 @@ Needs numpy, scikit-learn (``load_digits``) and, for writing files, Pillow.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 import json
 import numbers
 import os
@@ -278,12 +279,26 @@ def write_mmseg_layout(root: str | os.PathLike[str], n_train: int, n_val: int, s
     if root.exists() and (not root.is_dir() or (meta is None and any(root.iterdir()))):
         raise FileExistsError(f"{root} exists and is not a digit mosaic layout; refusing to replace it")
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    try:
+    def write(tmp: Path) -> None:
         pixels = {split: _write_split(tmp, split, n, seed) for split, n in (("train", n_train), ("val", n_val))}
         full = {**request, "classes": list(CLASSES), "palette": [list(c) for c in PALETTE], "pixel_counts": pixels}
         (tmp / "meta.json").write_text(json.dumps(full, indent=2) + "\n")
+
+    return replace_folder(root, write)
+
+
+def replace_folder(root: Path, write: Callable[[Path], None]) -> Path:
+    """Build a folder with ``write(temporary folder)`` beside ``root``, then swap it in for ``root``.
+
+    A killed or failed build leaves ``root`` as it was (the temporary folder is removed on an error).
+
+    Returns:
+        ``root``.
+    """
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        write(tmp)
         if root.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
             root.rename(old / "layout")

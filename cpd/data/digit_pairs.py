@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from cpd.data.digit_mosaic import CONTRAST, NOISE_SIGMA, SPLITS, _source, check_count, check_seed, check_split, \
-    source_indices
+    replace_folder, source_indices
 
 CLASSES: tuple[str, ...] = tuple(str(k) for k in range(10))
 CELL = 16
@@ -155,20 +153,9 @@ def write_mmpretrain_layout(root: str | os.PathLike[str], n_train: int, n_val: i
     if root.exists() and (not root.is_dir() or (meta is None and any(root.iterdir()))):
         raise FileExistsError(f"{root} exists and is not a digit-pair layout; refusing to replace it")
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    try:
+    def write(tmp: Path) -> None:
         per_class = {split: _write_split(tmp, split, n, seed) for split, n in (("train", n_train), ("val", n_val))}
         full = {**request, "classes": list(CLASSES), "class_counts": per_class}
         (tmp / "meta.json").write_text(json.dumps(full, indent=2) + "\n")
-        if root.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-            root.rename(old / "layout")
-            tmp.rename(root)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
+
+    return replace_folder(root, write)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from mmpretrain.models.utils.attention import MultiheadAttention, WindowMSA
 
+from cpd.mm.window_attention import window_attention
 from cpd.surgery.adapters import register_adapter
 
 
@@ -35,21 +36,7 @@ class PrunableMultiheadAttention(MultiheadAttention):
 class PrunableWindowMSA(WindowMSA):
     """Swin window attention computing exactly what ``WindowMSA`` does, for any head count and width."""
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        B, N, _ = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        wh, ww = self.window_size
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(wh * ww, wh * ww, -1)
-        attn = attn + bias.permute(2, 0, 1).contiguous().unsqueeze(0)
-        if mask is not None:
-            nw = mask.shape[0]
-            attn = attn.view(B // nw, nw, self.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
-            attn = attn.view(-1, self.num_heads, N, N)
-        attn = self.attn_drop(self.softmax(attn))
-        x = (attn @ v).transpose(1, 2).reshape(B, N, -1)
-        return self.proj_drop(self.proj(x))
+    forward = window_attention
 
 
 @register_adapter(MultiheadAttention)
