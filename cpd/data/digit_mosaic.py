@@ -136,12 +136,12 @@ def _to_canvas(cells: np.ndarray) -> np.ndarray:
     return cells.reshape(m, GRID, GRID, CELL, CELL).transpose(0, 1, 3, 2, 4).reshape(m, CANVAS, CANVAS)
 
 
-def _background(rng: np.random.Generator, m: int) -> np.ndarray:
-    """Low-contrast linear gradients in random directions with a slight per-channel tint: (m, H, W, 3)."""
+def background(rng: np.random.Generator, m: int, canvas: int = CANVAS) -> np.ndarray:
+    """Low-contrast linear gradients in random directions with a slight per-channel tint: (m, canvas, canvas, 3)."""
     base = rng.uniform(0.02, 0.18, size=(m, 1, 1, 1)) + rng.uniform(-0.03, 0.03, size=(m, 1, 1, 3))
     amplitude = rng.uniform(0.0, 0.12, size=(m, 1, 1, 1))
     theta = rng.uniform(0.0, 2 * np.pi, size=(m, 1, 1, 1))
-    ramp = (np.arange(CANVAS, dtype=np.float32) + 0.5) / CANVAS - 0.5
+    ramp = (np.arange(canvas, dtype=np.float32) + 0.5) / canvas - 0.5
     direction = np.cos(theta) * ramp[None, None, :, None] + np.sin(theta) * ramp[None, :, None, None]
     return (base + amplitude * direction).astype(np.float32)
 
@@ -162,7 +162,7 @@ def _chunk(split: str, seed: int, index: int) -> tuple[np.ndarray, np.ndarray, n
     labels = np.where(masks_all[safe], classes[:, :, None, None], 0).astype(np.uint8)
 
     digits = _to_canvas(intensity * contrast)[..., None]
-    images = np.maximum(_background(rng, m), digits)
+    images = np.maximum(background(rng, m), digits)
     images += rng.standard_normal(images.shape, dtype=np.float32) * NOISE_SIGMA
     images = np.rint(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
     return images, _to_canvas(labels), sources

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cpd.data.digit_mosaic import CONTRAST, NOISE_SIGMA, SPLITS, _source, check_count, check_seed, check_split, \
-    replace_folder, source_indices
+    background, replace_folder, source_indices
 
 CLASSES: tuple[str, ...] = tuple(str(k) for k in range(10))
 CELL = 16
@@ -33,16 +33,6 @@ CANVAS = CELL * GRID
 DIGITS_PER_SCENE = 2
 LAYOUT_NAME = "digit_pairs"
 LAYOUT_VERSION = 1
-
-
-def _background(rng: np.random.Generator, m: int) -> np.ndarray:
-    """Low-contrast linear gradients in random directions with a slight per-channel tint: (m, H, W, 3)."""
-    base = rng.uniform(0.02, 0.18, size=(m, 1, 1, 1)) + rng.uniform(-0.03, 0.03, size=(m, 1, 1, 3))
-    amplitude = rng.uniform(0.0, 0.12, size=(m, 1, 1, 1))
-    theta = rng.uniform(0.0, 2 * np.pi, size=(m, 1, 1, 1))
-    ramp = (np.arange(CANVAS, dtype=np.float32) + 0.5) / CANVAS - 0.5
-    direction = np.cos(theta) * ramp[None, None, :, None] + np.sin(theta) * ramp[None, :, None, None]
-    return (base + amplitude * direction).astype(np.float32)
 
 
 def make_scenes(n: int, split: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -77,7 +67,7 @@ def make_scenes(n: int, split: str, seed: int) -> tuple[np.ndarray, np.ndarray, 
     labels = digits.max(axis=1).astype(np.int64)  # empty cells hold -1
     intensity = cells_all[safe] * occupied[:, :, None, None] * contrast
     canvas = intensity.reshape(n, GRID, GRID, CELL, CELL).transpose(0, 1, 3, 2, 4).reshape(n, CANVAS, CANVAS)
-    images = np.maximum(_background(rng, n), canvas[..., None])
+    images = np.maximum(background(rng, n, CANVAS), canvas[..., None])
     images += rng.standard_normal(images.shape, dtype=np.float32) * NOISE_SIGMA
     images = np.rint(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
     return images, labels, digits
