@@ -1,16 +1,24 @@
-"""Which importance criterion keeps the most accuracy?  Embedded default ViT, 50% of parameters removed.
+"""Which importance criterion keeps the most accuracy?  Both embedded tasks, 50% of parameters removed.
 
 For every criterion (hessian, group_fisher, obd, taylor, magnitude, random) and seed: start from the same
 trained baseline, prune iteratively while fine-tuning (importance accumulated over every batch of each
 interval) until 50% of the parameters are gone (every criterion lands on the target: see the schedule's
-landing), cut the model, and measure mIoU right after pruning and after a short fine-tune. A plain PyTorch
-loop over in-memory digit mosaic scenes keeps the runs comparable and fast. Each seed seeds the pruning run
+landing), cut the model, and measure the task's metric right after pruning and after a short fine-tune. A
+plain PyTorch loop over in-memory scenes keeps the runs comparable and fast. Each seed seeds the pruning run
 (batches, the random criterion), so criteria are compared seed by seed (paired): the default criterion
 against each other one.
 
-    python benchmarks/criteria.py [--seeds 0 1 2 3 4] [--baseline-steps 2600] [--prune-steps 100] [--tune-steps 200]
+Two tasks, each an embedded default:
 
-Writes benchmarks/results/criteria.json and the ``criteria`` section of docs/benchmarks.md.
+* ``seg``: the ViT of ``configs/embedded/vit_digits.py`` on digit mosaic scenes (64x64, mIoU over 11 classes);
+* ``cls``: the quarter-width CIFAR ResNet-18 of ``configs/embedded/resnet_digit_pairs.py`` on digit pairs
+  (32x32, the larger of two digits; top-1).
+
+    python benchmarks/criteria.py [--task seg|cls] [--seeds 0 1 2 3 4] [--baseline-steps N] [--prune-steps 100]
+                                  [--tune-steps 200]
+
+Writes benchmarks/results/criteria.json (seg) or criteria_cls.json (cls), and the matching section of
+docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -21,6 +29,8 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,12 +38,12 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CONFIG = ROOT / "configs" / "embedded" / "vit_digits.py"
 CRITERIA = ("hessian", "group_fisher", "obd", "taylor", "magnitude", "random")
 DEFAULT = "hessian"
+TARGET = 0.5
 
 
-def scenes(n: int, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def seg_scenes(n: int, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised images (N, 3, 64, 64) and labels (N, 64, 64) of digit mosaic scenes."""
     from cpd.data.digit_mosaic import make_scenes
 
@@ -42,12 +52,26 @@ def scenes(n: int, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.from_numpy(lab).long()
 
 
-def logits(model, x: torch.Tensor) -> torch.Tensor:
+def cls_scenes(n: int, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised images (N, 3, 32, 32) and labels (N,) of digit pair scenes (the config's mean and std)."""
+    from cpd.data.digit_pairs import make_scenes
+
+    img, lab, _ = make_scenes(n, split, seed)
+    x = torch.from_numpy(img).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return x, torch.from_numpy(lab).long()
+
+
+def seg_logits(model, x: torch.Tensor) -> torch.Tensor:
     """Decode-head logits resized to the input size."""
     from cpd.mm import seg_forward
 
     out = seg_forward(model, x)[0]
     return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def cls_logits(model, x: torch.Tensor) -> torch.Tensor:
+    """The head's class scores."""
+    return model.head(model.extract_feat(x))
 
 
 def miou(model, x: torch.Tensor, y: torch.Tensor, classes: int = 11) -> float:
@@ -56,7 +80,7 @@ def miou(model, x: torch.Tensor, y: torch.Tensor, classes: int = 11) -> float:
     conf = torch.zeros(classes, classes, dtype=torch.long)
     with torch.no_grad():
         for i in range(0, len(x), 100):
-            pred = logits(model, x[i:i + 100]).argmax(1)
+            pred = seg_logits(model, x[i:i + 100]).argmax(1)
             conf += torch.bincount(y[i:i + 100].flatten() * classes + pred.flatten(),
                                    minlength=classes * classes).reshape(classes, classes)
     inter = conf.diag().float()
@@ -64,7 +88,57 @@ def miou(model, x: torch.Tensor, y: torch.Tensor, classes: int = 11) -> float:
     return float((inter[union > 0] / union[union > 0]).mean())
 
 
-def train(model, x, y, steps: int, lr: float, seed: int, warmup: int = 100, on_step=None) -> None:
+def top1(model, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy on a held-out set (eval mode, batches of 250)."""
+    model.eval()
+    right = 0
+    with torch.no_grad():
+        for i in range(0, len(x), 250):
+            right += int((cls_logits(model, x[i:i + 250]).argmax(1) == y[i:i + 250]).sum())
+    return right / len(x)
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One embedded task: its model, scenes, logits and metric, and the run sizes that suit it.
+
+    Attributes:
+        name: ``seg`` or ``cls`` (the ``--task`` value).
+        config: the embedded mmengine config whose model is pruned.
+        size: the input size the model is built for.
+        metric: the metric's name in the tables; ``key`` prefixes its fields in the results.
+        scenes: ``scenes(n, split, seed)`` -> (normalised images, labels).
+        logits: ``logits(model, x)`` -> what the cross-entropy sees.
+        score: ``score(model, x, y)`` -> the metric on held-out scenes.
+        results: the results file's name under benchmarks/results/ and the docs section's.
+        defaults: the command-line defaults for this task.
+    """
+
+    name: str
+    config: Path
+    size: tuple[int, int]
+    metric: str
+    key: str
+    scenes: Callable[[int, str, int], tuple[torch.Tensor, torch.Tensor]]
+    logits: Callable[..., torch.Tensor]
+    score: Callable[..., float]
+    results: str
+    title: str
+    defaults: dict = field(default_factory=dict)
+
+
+BENCHES = {
+    "seg": Bench("seg", ROOT / "configs" / "embedded" / "vit_digits.py", (64, 64), "mIoU", "miou", seg_scenes,
+                 seg_logits, miou, "criteria", "Embedded segmentation default ViT",
+                 dict(train_scenes=6000, test_scenes=500, baseline_steps=2600, baseline_lr=2e-3)),
+    "cls": Bench("cls", ROOT / "configs" / "embedded" / "resnet_digit_pairs.py", (32, 32), "top-1", "top1",
+                 cls_scenes, cls_logits, top1, "criteria_cls",
+                 "Embedded classifier (quarter-width CIFAR ResNet-18, digit pairs)",
+                 dict(train_scenes=4000, test_scenes=2000, baseline_steps=1500, baseline_lr=2e-3)),
+}
+
+
+def train(bench: Bench, model, x, y, steps: int, lr: float, seed: int, warmup: int = 100, on_step=None) -> None:
     """AdamW (wd 0.05), linear warm-up then cosine, batch 32, plain cross-entropy."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.05)
@@ -75,7 +149,7 @@ def train(model, x, y, steps: int, lr: float, seed: int, warmup: int = 100, on_s
         for group in opt.param_groups:
             group["lr"] = lr * scale
         idx = torch.randint(0, len(x), (32,), generator=gen)
-        loss = F.cross_entropy(logits(model, x[idx]), y[idx])
+        loss = F.cross_entropy(bench.logits(model, x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
         if on_step is not None:
@@ -85,24 +159,30 @@ def train(model, x, y, steps: int, lr: float, seed: int, warmup: int = 100, on_s
             return
 
 
-def build():
-    """The embedded default model, built from its mmseg config (random weights)."""
+def build(bench: Bench):
+    """The task's embedded model, built from its config (random weights)."""
     from cpd.mm import build_model, load_config
 
-    return build_model(load_config(str(CONFIG)), input_size=(64, 64))
+    return build_model(load_config(str(bench.config)), input_size=bench.size)
 
 
-def prune_run(base, criterion: str, seed: int, data, args) -> dict:
-    """Prune a copy of ``base`` to 50% of its parameters with ``criterion``; mIoU after pruning and fine-tune."""
-    from cpd.mm import seg_forward
+def train_forward(model, x: torch.Tensor):
+    """Every output of the model's training forward (the one comb traces), through its task."""
+    from cpd.mm.tasks import task_of
+
+    return task_of(model).train_forward(model, x)
+
+
+def prune_run(bench: Bench, base, criterion: str, seed: int, data, args) -> dict:
+    """Prune a copy of ``base`` to 50% of its parameters with ``criterion``; the metric after pruning and tuning."""
     from cpd.prune import PruneConfig, Pruner
 
     (xtr, ytr), (xte, yte) = data
     model = copy.deepcopy(base)
     interval = max(1, args.prune_steps // 10)
-    cfg = PruneConfig(criterion=criterion, interval=interval, thresholds=(0.5,), metric="params", seed=seed,
+    cfg = PruneConfig(criterion=criterion, interval=interval, thresholds=(TARGET,), metric="params", seed=seed,
                       step_fraction=0.05)
-    pruner = Pruner(model, (xtr[:2],), cfg, forward_fn=seg_forward)
+    pruner = Pruner(model, (xtr[:2],), cfg, forward_fn=train_forward)
 
     def on_step(when: str) -> bool:
         if when == "backward":
@@ -113,28 +193,28 @@ def prune_run(base, criterion: str, seed: int, data, args) -> dict:
 
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    train(model, xtr, ytr, steps=args.prune_steps * 4, lr=5e-4, seed=seed, warmup=1, on_step=on_step)
+    train(bench, model, xtr, ytr, steps=args.prune_steps * 4, lr=5e-4, seed=seed, warmup=1, on_step=on_step)
     pruner.materialize_()
-    pruned = miou(model, xte, yte)
-    train(model, xtr, ytr, steps=args.tune_steps, lr=5e-4, seed=seed + 100, warmup=1)
-    tuned = miou(model, xte, yte)
+    pruned = bench.score(model, xte, yte)
+    train(bench, model, xtr, ytr, steps=args.tune_steps, lr=5e-4, seed=seed + 100, warmup=1)
+    tuned = bench.score(model, xte, yte)
     params = sum(p.numel() for p in model.parameters())
     return {"criterion": criterion, "seed": seed, "sparsity": pruner.sparsity, "params": params,
-            "miou_pruned": pruned, "miou_tuned": tuned, "seconds": time.perf_counter() - t0}
+            f"{bench.key}_pruned": pruned, f"{bench.key}_tuned": tuned, "seconds": time.perf_counter() - t0}
 
 
-def summarize(rows: list[dict], criteria: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
-    """Per criterion: (mean, standard deviation) over seeds of mIoU after pruning, after tuning, and sparsity."""
+def summarize(rows: list[dict], criteria: list[str], key: str) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per criterion: (mean, standard deviation) over seeds of the metric after pruning, after tuning, sparsity."""
     out = {}
     for criterion in criteria:
         rs = [r for r in rows if r["criterion"] == criterion]
         out[criterion] = {k: (statistics.mean(r[k] for r in rs), statistics.stdev(r[k] for r in rs) if len(rs) > 1
-                              else 0.0) for k in ("miou_pruned", "miou_tuned", "sparsity")}
+                              else 0.0) for k in (f"{key}_pruned", f"{key}_tuned", "sparsity")}
     return out
 
 
-def compare(rows: list[dict], criteria: list[str], seeds: list[int]) -> dict[str, dict]:
-    """The default criterion against each other one, seed by seed: differences of mIoU, and wins."""
+def compare(rows: list[dict], criteria: list[str], seeds: list[int], key: str) -> dict[str, dict]:
+    """The default criterion against each other one, seed by seed: differences of the metric, and wins."""
     if DEFAULT not in criteria:
         return {}
     by = {(r["criterion"], r["seed"]): r for r in rows}
@@ -143,79 +223,107 @@ def compare(rows: list[dict], criteria: list[str], seeds: list[int]) -> dict[str
         if c == DEFAULT:
             continue
         entry: dict = {"n": len(seeds)}
-        for key, name in (("miou_pruned", "pruned"), ("miou_tuned", "tuned")):
-            diffs = [by[(DEFAULT, s)][key] - by[(c, s)][key] for s in seeds]
+        for field_, name in ((f"{key}_pruned", "pruned"), (f"{key}_tuned", "tuned")):
+            diffs = [by[(DEFAULT, s)][field_] - by[(c, s)][field_] for s in seeds]
             entry[name] = {"mean": statistics.mean(diffs), "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
                            "wins": sum(d > 0 for d in diffs), "diffs": diffs}
         out[c] = entry
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--criteria", nargs="+", default=list(CRITERIA))
-    ap.add_argument("--train-scenes", type=int, default=6000)
-    ap.add_argument("--test-scenes", type=int, default=500)
-    ap.add_argument("--baseline-steps", type=int, default=2600)
-    ap.add_argument("--prune-steps", type=int, default=100, help="iterations over which pruning happens")
-    ap.add_argument("--tune-steps", type=int, default=200, help="fine-tuning iterations after the cut")
-    ap.add_argument("--baseline", type=Path, default=ROOT / "benchmarks" / "results" / "criteria_baseline.pt")
-    args = ap.parse_args(argv)
-    from benchmarks.report import machine, update_section, write_results
-    from cpd.safe_load import load_torch
+def baseline(bench: Bench, data, args):
+    """The trained baseline: loaded from ``args.baseline`` when it exists, else trained and saved there."""
+    from cpd.safe_load import load_torch, save_torch
 
-    warnings.simplefilter("ignore")
-    torch.manual_seed(0)
-    data = (scenes(args.train_scenes, "train", 0), scenes(args.test_scenes, "val", 1))
-    base = build()
+    base = build(bench)
     if args.baseline.exists():
         base.load_state_dict(load_torch(args.baseline, "baseline"))
-    else:
-        t0 = time.perf_counter()
-        train(base, *data[0], steps=args.baseline_steps, lr=2e-3, seed=0)
-        print(f"baseline trained in {time.perf_counter() - t0:.0f} s", flush=True)
-        args.baseline.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(base.state_dict(), args.baseline)
-    base_miou = miou(base, *data[1])
-    print(f"baseline mIoU {base_miou:.3f}", flush=True)
-    rows = []
-    for criterion in args.criteria:
-        for seed in args.seeds:
-            row = prune_run(base, criterion, seed, data, args)
-            rows.append(row)
-            print(row, flush=True)
-    summary = summarize(rows, args.criteria)
-    paired = compare(rows, args.criteria, args.seeds)
-    write_results("criteria", {"baseline_miou": base_miou, "runs": rows, "summary": summary, "paired": paired,
-                               "args": vars(args) | {"baseline": args.baseline.name}, "machine": machine()})
+        return base
+    t0 = time.perf_counter()
+    train(bench, base, *data[0], steps=args.baseline_steps, lr=args.baseline_lr, seed=0)
+    print(f"baseline trained in {time.perf_counter() - t0:.0f} s", flush=True)
+    save_torch(base.state_dict(), args.baseline)
+    return base
+
+
+def section(bench: Bench, base_score: float, summary: dict, paired: dict, args) -> str:
+    """The markdown of the task's docs/benchmarks.md section."""
+    from benchmarks.report import machine
+
+    k, m = bench.key, bench.metric
     table = "\n".join(
-        f"| {c} | {s['sparsity'][0]:.4f} ± {s['sparsity'][1]:.4f} | {s['miou_pruned'][0]:.3f} ± "
-        f"{s['miou_pruned'][1]:.3f} | {s['miou_tuned'][0]:.3f} ± {s['miou_tuned'][1]:.3f} |"
+        f"| {c} | {s['sparsity'][0]:.4f} ± {s['sparsity'][1]:.4f} | {s[k + '_pruned'][0]:.3f} ± "
+        f"{s[k + '_pruned'][1]:.3f} | {s[k + '_tuned'][0]:.3f} ± {s[k + '_tuned'][1]:.3f} |"
         for c, s in summary.items())
     pairs = "\n".join(
         f"| {DEFAULT} − {c} | {p['pruned']['mean']:+.3f} ± {p['pruned']['std']:.3f} | {p['pruned']['wins']}/{p['n']} | "
         f"{p['tuned']['mean']:+.3f} ± {p['tuned']['std']:.3f} | {p['tuned']['wins']}/{p['n']} |"
         for c, p in paired.items())
-    update_section("criteria", f"""
-## Importance criteria (`python benchmarks/criteria.py`)
+    command = "python benchmarks/criteria.py" + ("" if bench.name == "seg" else f" --task {bench.name}")
+    return f"""
+## Importance criteria, {bench.name} (`{command}`)
 
-Embedded default ViT (baseline mIoU {base_miou:.3f} after {args.baseline_steps} steps), pruned to 50% of its
-parameters while fine-tuning ({args.prune_steps}-iteration budget, importance over every batch of each interval),
-then cut; mIoU on {args.test_scenes} held-out scenes right after the cut and after {args.tune_steps} more
-fine-tuning iterations. Mean ± standard deviation over seeds {args.seeds}; {machine()}.
+{bench.title} (baseline {m} {base_score:.3f} after {args.baseline_steps} steps on {args.train_scenes}
+scenes), pruned to {TARGET:.0%} of its parameters while fine-tuning ({args.prune_steps}-iteration budget, importance
+over every batch of each interval), then cut; {m} on {args.test_scenes} held-out scenes right after the cut and
+after {args.tune_steps} more fine-tuning iterations. Mean ± standard deviation over seeds {args.seeds}; {machine()}.
 
-| criterion | params sparsity reached | mIoU after pruning | mIoU after short fine-tune |
+| criterion | params sparsity reached | {m} after pruning | {m} after short fine-tune |
 |---|---|---|---|
 {table}
 
-Paired by seed (same batches): the default criterion's mIoU minus each other's, mean ± standard deviation of
+Paired by seed (same batches): the default criterion's {m} minus each other's, mean ± standard deviation of
 the differences, and on how many seeds the default is ahead.
 
 | pair | after pruning | ahead | after fine-tune | ahead |
 |---|---|---|---|---|
 {pairs}
-""")
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=list(BENCHES), default="seg")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--criteria", nargs="+", default=list(CRITERIA))
+    ap.add_argument("--train-scenes", type=int, help="default: the task's (seg 6000, cls 4000)")
+    ap.add_argument("--test-scenes", type=int, help="default: the task's (seg 500, cls 2000)")
+    ap.add_argument("--baseline-steps", type=int, help="default: the task's (seg 2600, cls 1500)")
+    ap.add_argument("--baseline-lr", type=float, help="default: the task's (2e-3)")
+    ap.add_argument("--prune-steps", type=int, default=100, help="iterations over which pruning happens")
+    ap.add_argument("--tune-steps", type=int, default=200, help="fine-tuning iterations after the cut")
+    ap.add_argument("--baseline", type=Path, help="the trained baseline's state dict (trained and saved when missing;"
+                    " default benchmarks/results/<results>_baseline.pt)")
+    ap.add_argument("--no-doc", action="store_true", help="write the results JSON only")
+    args = ap.parse_args(argv)
+    bench = BENCHES[args.task]
+    for name, value in bench.defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.baseline is None:
+        args.baseline = ROOT / "benchmarks" / "results" / f"{bench.results}_baseline.pt"
+    from benchmarks.report import machine, update_section, write_results
+
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    data = (bench.scenes(args.train_scenes, "train", 0), bench.scenes(args.test_scenes, "val", 1))
+    base = baseline(bench, data, args)
+    base_score = bench.score(base, *data[1])
+    print(f"baseline {bench.metric} {base_score:.3f}", flush=True)
+    rows = []
+    for criterion in args.criteria:
+        for seed in args.seeds:
+            row = prune_run(bench, base, criterion, seed, data, args)
+            rows.append(row)
+            print(row, flush=True)
+    summary = summarize(rows, args.criteria, bench.key)
+    paired = compare(rows, args.criteria, args.seeds, bench.key)
+    write_results(bench.results, {f"baseline_{bench.key}": base_score, "runs": rows, "summary": summary,
+                                  "paired": paired, "args": {k: str(v) if isinstance(v, Path) else v
+                                                             for k, v in vars(args).items()},
+                                  "machine": machine()})
+    if not args.no_doc:
+        update_section(bench.results, section(bench, base_score, summary, paired, args))
     return 0
 
 

@@ -307,11 +307,13 @@ def main(argv: list[str] | None = None) -> int:
         todo = todo[: args.limit]
     if args.write_only:
         todo = []
+    # the checkout's cpd, whatever an installed one points at
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     for i, config in enumerate(todo):
         t0 = time.perf_counter()
         try:
             proc = subprocess.run([sys.executable, __file__, "--one", config], capture_output=True, text=True,
-                                  timeout=args.timeout, cwd=ROOT)
+                                  timeout=args.timeout, cwd=ROOT, env=env)
             line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
             row = json.loads(line) if line.startswith("{") else {
                 "config": config, "family": family(config), "status": "crash",
