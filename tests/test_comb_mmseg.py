@@ -30,6 +30,7 @@ MODELS = [
     ("cgnet/cgnet_fcn_4xb4-60k_cityscapes-680x680.py", 64),
     ("ddrnet/ddrnet_23-slim_in1k-pre_2xb6-120k_cityscapes-1024x1024.py", 64),
     ("fastscnn/fast_scnn_8xb4-160k_cityscapes-512x1024.py", 64),
+    ("maskformer/maskformer_r50-d32_8xb2-160k_ade20k-512x512.py", 64),  # its head reads the batch's samples
 ]
 
 #: the same invariants on models too heavy for the default run (ViT-B/L, large inputs)
@@ -37,6 +38,7 @@ SLOW_MODELS = [
     ("mobilenet_v3/mobilenet-v3-d8-s_lraspp_4xb4-320k_cityscapes-512x1024.py", 392),  # LRASPP pools 49x49
     ("mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512-ms.py", 32),
     ("setr/setr_vit-l-mla_8xb1-160k_ade20k-512x512.py", 32),
+    ("mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py", 64),
 ]
 
 

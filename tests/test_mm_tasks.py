@@ -151,3 +151,23 @@ def test_a_distilling_detector_loads_no_teacher_checkpoint() -> None:
     cfg = load_config("mmdet::lad/lad_r101-paa-r50_fpn_2xb8_coco_1x.py")
     assert str(cfg.model.teacher_ckpt).startswith("http")
     assert model_config(cfg).get("teacher_ckpt") is None
+
+
+def test_a_mask_classification_head_traces_and_infers_as_mmseg_predicts() -> None:
+    """MaskFormer's head reads the input shape from the batch's samples: training traces it with samples carrying
+    the shape only, and inference gives mmseg's own semantic logits (class probabilities weighting the masks)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model("mmseg::maskformer/maskformer_r50-d32_8xb2-160k_ade20k-512x512.py",
+                            input_size=(64, 64)).eval()
+    task = task_of(model)
+    x = example_inputs(model, size=(64, 64))
+    with torch.no_grad():
+        outs = task.train_forward(model, x)
+        infer = task.infer_forward(model, x)
+        metas = [dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64)) for _ in range(len(x))]
+        want = model.decode_head.predict(model.extract_feat(x), metas, model.test_cfg)
+    assert task.name == "segmentation" and len(outs) == 2  # class scores and masks, stacked over decoder layers
+    assert outs[0].shape[1:3] == outs[1].shape[1:3] == (len(x), 100)
+    assert infer[0].shape == (len(x), 150, 64, 64)
+    torch.testing.assert_close(infer[0], want)

@@ -4,12 +4,16 @@
 it never reaches the auxiliary heads, which training does use. :func:`seg_forward`
 runs the backbone (and neck) once and then every decode and auxiliary head, and
 returns all their logits. It relies on the segmentor's structure only
-(``extract_feat``, ``decode_head``, ``auxiliary_head``), never on mmseg imports.
+(``extract_feat``, ``decode_head``, ``auxiliary_head``); mask classification heads
+(MaskFormer, Mask2Former), whose forward reads the input shape from the batch's data
+samples, get samples carrying only that shape.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,11 +45,33 @@ def seg_forward(model: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
     outputs: list[torch.Tensor] = []
     previous = None
     for index, head in enumerate(_decode_heads(model)):
-        previous = head.forward(feats) if index == 0 else head.forward(feats, previous)
+        if needs_data_samples(head):
+            previous = head.forward(feats, shape_samples(inputs))
+        else:
+            previous = head.forward(feats) if index == 0 else head.forward(feats, previous)
         outputs.extend(_tensors(previous, f"decode_head[{index}]"))
     for index, head in enumerate(_auxiliary_heads(model)):
         outputs.extend(_tensors(head.forward(feats), f"auxiliary_head[{index}]"))
     return outputs
+
+
+def needs_data_samples(head: nn.Module) -> bool:
+    """Whether ``head.forward`` takes the batch's data samples (mask classification heads: MaskFormer,
+    Mask2Former, which read the input shape from them)."""
+    try:
+        return "batch_data_samples" in inspect.signature(head.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def shape_samples(inputs: torch.Tensor) -> list[Any]:
+    """One ``SegDataSample`` per image of ``inputs`` carrying only its shape (what a head's forward reads:
+    ``img_shape``, ``pad_shape``, ``batch_input_shape``; no ground truth)."""
+    from mmseg.structures import SegDataSample
+
+    shape = tuple(inputs.shape[-2:])
+    meta = dict(img_shape=shape, pad_shape=shape, batch_input_shape=shape, ori_shape=shape)
+    return [SegDataSample(metainfo=meta) for _ in range(inputs.shape[0])]
 
 
 def output_modules(model: nn.Module) -> list[str]:

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from cpd.mm.entry import seg_forward
+from cpd.mm.entry import needs_data_samples, seg_forward, shape_samples
 from cpd.mm.tasks.base import Task, flat_tensors
 
 
@@ -41,6 +42,8 @@ class Segmentation(Task):
         """The logits inference computes: the (last) decode head's, at the head's resolution."""
         feats = model.extract_feat(inputs)
         head = model.decode_head
+        if not isinstance(head, nn.ModuleList) and needs_data_samples(head):
+            return [mask_logits(*head.forward(feats, shape_samples(inputs)), size=inputs.shape[-2:])]
         if not isinstance(head, nn.ModuleList):
             return flat_tensors(head.forward(feats), "decode_head.forward")
         out = head[0].forward(feats)
@@ -68,3 +71,23 @@ class Segmentation(Task):
             if model.with_auxiliary_head:
                 losses.update(model._auxiliary_head_forward_train(feats, data_samples))
         return losses, [logits], feats
+
+
+def mask_logits(cls_scores: Any, mask_preds: Any, size: Sequence[int] | None = None) -> torch.Tensor:
+    """Per-class logits of a mask classification head (MaskFormer, Mask2Former), as mmseg's predict makes them:
+    the last decoder layer's class probabilities (the no-object class dropped) weighting its masks' sigmoids.
+
+    Args:
+        cls_scores: ``(N, Q, C + 1)`` class scores, or them per decoder layer (a list, or stacked first).
+        mask_preds: ``(N, Q, h, w)`` mask logits, or them per decoder layer (a list, or stacked first).
+        size: ``(H, W)`` the mask logits are resized to (bilinear) before the sigmoid, as mmseg does at the
+            input size; None: left at the masks' resolution.
+
+    Returns:
+        ``(N, C, H, W)``.
+    """
+    if isinstance(cls_scores, (list, tuple)) or cls_scores.dim() == 4:
+        cls_scores, mask_preds = cls_scores[-1], mask_preds[-1]
+    if size is not None:
+        mask_preds = F.interpolate(mask_preds, size=tuple(size), mode="bilinear", align_corners=False)
+    return torch.einsum("bqc,bqhw->bchw", cls_scores.softmax(-1)[..., :-1], mask_preds.sigmoid())
