@@ -121,6 +121,9 @@ class LabelTracer(TorchDispatchMode):
         self.calls: list[str] = []
         #: True while the train-mode pass of :func:`run_traced` runs
         self.training_pass = False
+        #: (id(tensor), axis, field) -> (the tensor, weakly; {0: first half, 1: second half} of the channel
+        #: slices taken of it): see slice_rule
+        self.halves: dict[tuple, tuple[Any, dict[int, torch.Tensor]]] = {}
 
     def set_fields(self, t: torch.Tensor, fields: list[Field], strong: bool = False) -> None:
         """Attach ``fields`` to ``t`` (replacing any it had)."""

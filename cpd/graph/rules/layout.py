@@ -1,6 +1,9 @@
 """Data-movement operators: the same movement is applied to the label fields, so offsets come out exact."""
 from __future__ import annotations
 
+import weakref
+from typing import Any
+
 import torch
 
 from cpd.graph.fields import align, compress, compress_all, expand_dims, merge_disjoint, reshape_field, support
@@ -82,14 +85,43 @@ def slice_rule(ctx, func, args, kwargs, outs):
     end = args[3] if len(args) > 3 else kwargs.get("end")
     step = args[4] if len(args) > 4 else kwargs.get("step", 1)
     res = []
-    for f in ctx.fields(x):
+    n = x.shape[dim]
+    half = _half_of(n, start, end, step)
+    for k, f in enumerate(ctx.fields(x)):
         if f.shape[dim] == 1:
             res.append(f)
         else:
             idx = [slice(None)] * f.dim()
             idx[dim] = slice(start, end, step)
             res.append(f[tuple(idx)])
+            if half is not None:
+                _tie_halves(ctx, x, (dim, k), half, res[-1])
     return [compress_all(res)]
+
+
+def _half_of(n: int, start: Any, end: Any, step: Any) -> int | None:
+    """0 or 1 when ``[start:end:step]`` is the first or second half of an axis of even size ``n``, else None."""
+    if step not in (None, 1) or n < 2 or n % 2:
+        return None
+    start = 0 if start is None else start
+    end = n if end is None or end > n else end
+    return 0 if (start, end) == (0, n // 2) else 1 if (start, end) == (n // 2, n) else None
+
+
+def _tie_halves(ctx, x: torch.Tensor, key: tuple[int, int], half: int, piece: torch.Tensor) -> None:
+    """Channel j of a tensor's first half goes with channel j of its second half once both halves are taken.
+
+    ``x[:, :x.shape[1] // 2], x[:, x.shape[1] // 2:]`` (CSPNet's split) is ``chunk(2)`` spelled with slices: the
+    bound follows the width, so both halves must lose the same channels' partners, as for a chunk.  A bound
+    spelled literally breaks on any cut either way, which the cut verification finds.
+    """
+    ref, seen = ctx.tracer.halves.get((id(x),) + key, (None, {}))
+    if ref is None or ref() is not x:  # a new tensor (ids of freed tensors are reused)
+        ref, seen = weakref.ref(x), {}
+    seen[half] = piece
+    ctx.tracer.halves[(id(x),) + key] = (ref, seen)
+    if len(seen) == 2 and seen[0].shape == seen[1].shape:
+        ctx.space.union(seen[0], seen[1])
 
 
 @register_rule("split", "split_with_sizes", "unbind", "chunk", "tensor_split", "unsafe_split",
