@@ -75,7 +75,12 @@ def comb(model: nn.Module, example_inputs: Sequence[Any], forward_fn: ForwardFn 
     inputs = tuple(example_inputs)
     check_exclude(model, exclude)
     prepare_(model)
-    space, tracer, members = trace(model, inputs, forward_fn)
+    try:
+        space, tracer, members = trace(model, inputs, forward_fn)
+    except Exception:  # noqa: BLE001  (any error of the shape-only run: the full run decides)
+        # the forward read values the shape-only run leaves undefined (ViG's k nearest neighbours index by
+        # distances a matrix product computes): trace again computing everything
+        space, tracer, members = trace(model, inputs, forward_fn, shape_only=False)
     exclude_(space, exclude)
     names = {name: tid for tid, (name, _) in members.items()}
     unreached = [ref for ref in space.axes

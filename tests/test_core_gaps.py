@@ -5,6 +5,11 @@
   LayerNorm, so a correct cut equals the reference.
 - Halves taken by slicing at ``x.shape[1] // 2`` (CSPNet's stages, mmpretrain): the slice rule ties channel j
   of the first half to channel j of the second, as for ``chunk(2)``, so the split point follows a cut.
+- Indices computed by a heavy operator (ViG's k nearest neighbours, from distances a matrix product gives):
+  the shape-only trace leaves those values undefined, so comb and the cut verification run the forward with
+  every operator computed when the shape-only run fails.
+- ``reshape(B, N, 3, num_heads, -1)`` with 3 heads (DeiT-Tiny): the literal 3 of q/k/v and ``num_heads`` are the
+  same number; only the last is tied to the attribute, so each head stays a unit of its own.
 """
 from __future__ import annotations
 
@@ -62,3 +67,57 @@ def test_halves_sliced_at_the_width_prune_exactly_and_in_pairs(one_thread) -> No
     report = check(model, (x,), ratio=0.4, graph=graph)
     assert report.ok, report.failures
     assert report.removed_units > 0
+
+
+class _NearestNeighbours(nn.Module):
+    """A graph layer: each token gathers the features of its nearest token (by a matrix product of features)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(4, 16)
+        self.mix = nn.Linear(32, 16)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)  # (B, N, C)
+        sim = h @ h.transpose(1, 2)  # heavy: its values are skipped in a shape-only run
+        idx = sim.topk(2, dim=-1).indices[..., 1]  # (B, N)
+        near = torch.gather(h, 1, idx.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+        return self.out(self.mix(torch.cat((h, near), dim=-1)))
+
+
+def test_indices_from_a_heavy_operator_trace_and_prune_exactly(one_thread) -> None:
+    torch.manual_seed(0)
+    model, x = _NearestNeighbours(), torch.randn(2, 300, 4)  # 2 x 300 x 300 distances: a shape-only run skips them
+    report = check(model, (x,), ratio=0.4)
+    assert report.ok, report.failures
+    assert report.removed_units > 0
+
+
+class _ThreeHeads(nn.Module):
+    """Self-attention spelled as mmpretrain's: one qkv projection split by ``reshape(B, N, 3, heads, -1)``."""
+
+    def __init__(self, dims: int = 24, num_heads: int = 3) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dims, dims * 3)
+        self.proj = nn.Linear(dims, dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1))
+
+
+def test_three_heads_stay_three_units(one_thread) -> None:
+    from cpd.combing import comb
+
+    torch.manual_seed(0)
+    model, x = _ThreeHeads(), torch.randn(2, 5, 24)
+    graph = comb(model, (x,))
+    heads = [g for g in graph.groups if g.kind == "head"]
+    assert len(heads) == 1 and heads[0].num_units == 3 and heads[0].prunable
+    report = check(model, (x,), ratio=0.4, graph=graph)
+    assert report.ok, report.failures

@@ -1,6 +1,7 @@
 """Shape-only execution: run an operator on the meta device and return zeros of the right shape.
 
-Label rules read the *values* of integer tensors only (indices); float results only need their shapes.
+Label rules read the *values* of integer tensors only (indices); float results only need their shapes, so an
+operator with an integer output (``topk``'s indices) always runs for real.
 Running large float operators for shapes alone makes tracing a 512x512 segmentation model cheap.
 """
 from __future__ import annotations
@@ -40,6 +41,9 @@ def call(func: Any, args: tuple, kwargs: dict, shape_only: bool) -> Any:
             meta = tree_map(lambda a: a.to("meta") if isinstance(a, torch.Tensor) else a, (args, kwargs))
             out = func(*meta[0], **meta[1])
         except (NotImplementedError, RuntimeError):
+            return func(*args, **kwargs)
+        if any(isinstance(o, torch.Tensor) and not o.is_floating_point() for o in tree_flatten(out)[0]):
+            # indices (topk, sort, max with dim): rules and later operators read their values
             return func(*args, **kwargs)
         # uninitialised memory: touching gigabytes to write zeros would cost more than the trace itself
         return tree_map(lambda o: torch.empty(o.shape, dtype=o.dtype) if isinstance(o, torch.Tensor) else o, out)

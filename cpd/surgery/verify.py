@@ -59,7 +59,15 @@ class CutTwin:
                  forward_fn: ForwardFn | None, strip: Callable[[nn.Module], None] | None = None) -> None:
         self.model, self.graph, self.inputs, self.forward_fn = model, graph, tuple(inputs), forward_fn
         self.strip = strip
-        self.shapes = [tuple(o.shape) for o in run_forward(model, self.inputs, forward_fn, shape_only=True)]
+        #: whether heavy operators may skip their arithmetic: not when the forward reads values they compute
+        #: (ViG indexes its k nearest neighbours by distances a matrix product gives)
+        self.shape_only = True
+        try:
+            outs = run_forward(model, self.inputs, forward_fn, shape_only=True)
+        except Exception:  # noqa: BLE001 - the full run decides
+            self.shape_only = False
+            outs = run_forward(model, self.inputs, forward_fn)
+        self.shapes = [tuple(o.shape) for o in outs]
         try:
             got = [tuple(o.shape) for o in run_forward(self.copy(meta=True), to_meta(self.inputs), forward_fn)]
             self.meta = got == self.shapes
@@ -92,7 +100,8 @@ class CutTwin:
         """Why the model with ``removed`` cut does not run with the same output shapes ('' if it does)."""
         try:
             twin = self.cut(removed)
-            outs = run_forward(twin, self.run_inputs(self.inputs), self.forward_fn, shape_only=not self.meta)
+            outs = run_forward(twin, self.run_inputs(self.inputs), self.forward_fn,
+                               shape_only=self.shape_only and not self.meta)
         except Exception as e:  # noqa: BLE001 - any failure of the cut model is the verdict
             return f"cutting it breaks the forward: {_first_line(e)}"
         got = [tuple(o.shape) for o in outs]

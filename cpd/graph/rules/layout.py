@@ -32,6 +32,11 @@ def reshape_rule(ctx, func, args, kwargs, outs):
         for d, literal in enumerate(sizes):
             if not isinstance(literal, int) or literal != out.shape[d]:
                 continue
+            if literal in sizes[d + 1:]:
+                # the same number spelled twice: ``reshape(B, N, 3, num_heads, -1)`` with 3 heads.  Only the
+                # last one is tied to the attribute (the layout every qkv split of mmseg / mmpretrain uses); a
+                # wrong guess breaks the cut, which the cut verification finds
+                continue
             for f in res:
                 if d in support(f):
                     labels = _axis_labels_of(f, d)
