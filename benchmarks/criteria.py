@@ -39,7 +39,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 CRITERIA = ("hessian", "group_fisher", "obd", "taylor", "magnitude", "random")
-DEFAULT = "hessian"
+DEFAULT = "obd"  # the default criterion of cpd.prune.PruneConfig
 TARGET = 0.5
 
 
@@ -246,8 +246,8 @@ def baseline(bench: Bench, data, args):
     return base
 
 
-def section(bench: Bench, base_score: float, summary: dict, paired: dict, args) -> str:
-    """The markdown of the task's docs/benchmarks.md section."""
+def section(bench: Bench, base_score: float, summary: dict, paired: dict, args, where: str | None = None) -> str:
+    """The markdown of the task's docs/benchmarks.md section (``where``: the machine; default this one)."""
     from benchmarks.report import machine
 
     k, m = bench.key, bench.metric
@@ -266,7 +266,8 @@ def section(bench: Bench, base_score: float, summary: dict, paired: dict, args) 
 {bench.title} (baseline {m} {base_score:.3f} after {args.baseline_steps} steps on {args.train_scenes}
 scenes), pruned to {TARGET:.0%} of its parameters while fine-tuning ({args.prune_steps}-iteration budget, importance
 over every batch of each interval), then cut; {m} on {args.test_scenes} held-out scenes right after the cut and
-after {args.tune_steps} more fine-tuning iterations. Mean ± standard deviation over seeds {args.seeds}; {machine()}.
+after {args.tune_steps} more fine-tuning iterations. Mean ± standard deviation over seeds {args.seeds};
+{where or machine()}.
 
 | criterion | params sparsity reached | {m} after pruning | {m} after short fine-tune |
 |---|---|---|---|
@@ -279,6 +280,22 @@ the differences, and on how many seeds the default is ahead.
 |---|---|---|---|---|
 {pairs}
 """
+
+
+def report(bench: Bench) -> int:
+    """Write the task's docs/benchmarks.md section from its results JSON (the pairs against today's default)."""
+    import json
+
+    from benchmarks.report import update_section
+
+    saved = json.loads((ROOT / "benchmarks" / "results" / f"{bench.results}.json").read_text())
+    args = argparse.Namespace(**saved["args"])
+    criteria = list(dict.fromkeys(r["criterion"] for r in saved["runs"]))
+    summary = summarize(saved["runs"], criteria, bench.key)
+    paired = compare(saved["runs"], criteria, args.seeds, bench.key)
+    update_section(bench.results, section(bench, saved[f"baseline_{bench.key}"], summary, paired, args,
+                                          saved.get("machine")))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,8 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", type=Path, help="the trained baseline's state dict (trained and saved when missing;"
                     " default benchmarks/results/<results>_baseline.pt)")
     ap.add_argument("--no-doc", action="store_true", help="write the results JSON only")
+    ap.add_argument("--report", action="store_true",
+                    help="run nothing: write the docs section again from the task's results JSON")
     args = ap.parse_args(argv)
     bench = BENCHES[args.task]
+    if args.report:
+        return report(bench)
     for name, value in bench.defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)

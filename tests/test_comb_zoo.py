@@ -72,8 +72,11 @@ def test_attention_heads_are_whole_units(name: str) -> None:
     heads = [g for g in graph.groups if g.kind == "head"]
     assert heads
     for g in heads:
-        sizes = g.unit_sizes()
-        assert len(set(sizes.tolist())) == 1 and sizes[0] > 1  # every head keeps its full width
+        # every member gives each head the same number of channels, and some member (the qkv projection) many
+        params = [m for m in g.members if m.kind == "param"]
+        per_member = [np.bincount(m.unit, minlength=g.num_units) for m in params]
+        assert all(len(set(c.tolist())) == 1 for c in per_member), [(m.name, c) for m, c in zip(params, per_member)]
+        assert max(int(c[0]) for c in per_member) > 1
 
 
 def test_head_pruning_keeps_head_dim() -> None:

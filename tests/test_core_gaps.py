@@ -10,6 +10,8 @@
   every operator computed when the shape-only run fails.
 - ``reshape(B, N, 3, num_heads, -1)`` with 3 heads (DeiT-Tiny): the literal 3 of q/k/v and ``num_heads`` are the
   same number; only the last is tied to the attribute, so each head stays a unit of its own.
+- Writes through a view (``p[:, 1:] = p[:, 1:] + side(x)``: TNT's patch embedding): the masked reference leaves
+  view operators' outputs as views (their base is masked already), so the write reaches the base.
 """
 from __future__ import annotations
 
@@ -121,3 +123,25 @@ def test_three_heads_stay_three_units(one_thread) -> None:
     assert len(heads) == 1 and heads[0].num_units == 3 and heads[0].prunable
     report = check(model, (x,), ratio=0.4, graph=graph)
     assert report.ok, report.failures
+
+
+class _WriteThroughView(nn.Module):
+    """Adds a side branch to every token but the first, in place through a slice (TNT's patch embedding)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(4, 16)
+        self.side = nn.Linear(4, 16)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.embed(x)
+        p[:, 1:] = p[:, 1:] + self.side(x[:, 1:])
+        return self.out(p)
+
+
+def test_a_write_through_a_view_prunes_exactly(one_thread) -> None:
+    torch.manual_seed(0)
+    report = check(_WriteThroughView(), (torch.randn(2, 5, 4),), ratio=0.4)
+    assert report.ok, report.failures
+    assert report.removed_units > 0

@@ -131,7 +131,7 @@ def test_pruner_state_from_elsewhere() -> None:
                                          f"fingerprint='{b.graph.fingerprint}'"):
         b.load_state_dict(a.state_dict())
     c = Pruner(ZOO["residual_blocks"].build(), ZOO["residual_blocks"].inputs(), PruneConfig(criterion="random"))
-    with pytest.raises(ValueError, match="saved with criterion='hessian', this pruner has criterion='random'"):
+    with pytest.raises(ValueError, match="saved with criterion='obd', this pruner has criterion='random'"):
         c.load_state_dict(a.state_dict())
     state = a.state_dict()
     state["dead"] = {"999": [0]}

@@ -114,6 +114,10 @@ class MaskedTracer(LabelTracer):
         leaves = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
         if not any(id(o) in self.fields for o in leaves):
             return out
+        if _is_view(func):
+            # a view shares its base's memory, whose dead elements are zero already; a masked copy in its place
+            # would lose writes through the view (``x[:, 1:] = ...``: TNT's patch embedding)
+            return out
         fixed = []
         for o in tree_flatten(out)[0]:
             if isinstance(o, torch.Tensor) and o.is_floating_point() and id(o) in self.fields:
@@ -133,6 +137,12 @@ class MaskedTracer(LabelTracer):
             return type(out)(next(flat) if isinstance(x, torch.Tensor) else x for x in out) if all(
                 not isinstance(x, (tuple, list)) for x in out) else out
         return out
+
+
+def _is_view(func: Any) -> bool:
+    """Whether the operator returns a view of an input without writing it (``slice``, ``view``, ``select``)."""
+    schema = func._schema
+    return any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
 
 
 def dead_labels(graph: DependencyGraph, plan: Mapping[int, Sequence[int]]) -> np.ndarray:

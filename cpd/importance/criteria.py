@@ -1,6 +1,6 @@
 """The built-in criteria.  Every score is per unit of a group; the unit with the lowest score goes first.
 
-``hessian`` (the default): the second-order (OBD) estimate of the loss increase when a unit is removed,
+``hessian``: the second-order (OBD) estimate of the loss increase when a unit is removed,
 with the Hessian replaced by the empirical Fisher and kept block-diagonal over (member, unit) blocks::
 
     H_u = 1/2 * sum_{batches b} sum_{members m} ( sum_{i in u, m} theta_i * dL_b/dtheta_i )^2
@@ -21,7 +21,7 @@ saliency summed over the members, and the score squares that sum::
 It keeps the covariances between members that ``hessian`` drops (both are the empirical-Fisher OBD term,
 ``hessian`` with the Fisher block-diagonal over members, ``group_fisher`` with one block per unit).
 
-``obd``: Optimal Brain Damage with the Hessian's diagonal, estimated by the empirical Fisher's diagonal::
+``obd`` (the default, the best of them on both embedded tasks: docs/pruning.md): Optimal Brain Damage with the Hessian's diagonal, estimated by the empirical Fisher's diagonal::
 
     O_u = 1/2 * sum_{batches b} sum_{members m} sum_{i in u, m} (theta_i * dL_b/dtheta_i)^2
 

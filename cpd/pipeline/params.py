@@ -199,7 +199,7 @@ class PruneParams(Section):
 
     NAME = "prune"
     thresholds: tuple[float, ...] = spec((0.3, 0.5), pruning_option)
-    criterion: str = spec("hessian", pruning_option)
+    criterion: str = spec("obd", pruning_option)
     interval: int = spec(20, pruning_option)
     step_fraction: float | None = spec(0.05, pruning_option)
     metric: str = spec("params", pruning_option)

@@ -17,8 +17,8 @@ class PruneConfig:
     """How to prune.
 
     Attributes:
-        criterion: name of a registered importance (``hessian``, ``taylor``, ``magnitude``,
-            ``magnitude_l2``, ``random``, or one added with ``register_importance``).
+        criterion: name of a registered importance (``obd``, the default; ``hessian``, ``group_fisher``,
+            ``taylor``, ``magnitude``, ``magnitude_l2``, ``random``, or one added with ``register_importance``).
         interval: training iterations between two pruning steps (default 50, as the original's hook);
             the importance is accumulated over every batch of the interval.
         thresholds: ascending sparsities in (0, 1); the last is the target.  A pruning step never goes
@@ -36,7 +36,7 @@ class PruneConfig:
         seed: seeds the pruner's random generator (``random`` criterion, nothing else).
     """
 
-    criterion: str = "hessian"
+    criterion: str = "obd"
     interval: int = 50
     thresholds: tuple[float, ...] = (0.5,)
     metric: str = "params"
