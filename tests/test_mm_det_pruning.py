@@ -15,6 +15,7 @@ from det_tiny import DET_CONFIG, DET_HOOK, det_options  # noqa: E402
 from mm_tiny import Interrupted, ProbeHook, probe_batch, student_outputs  # noqa: E402
 
 from cpd.mm import build_model, load_config  # noqa: E402
+from cpd.mm import distiller  # noqa: E402,F401  (a config built in Python: mmengine imports custom_imports only from files)
 from cpd.mm.pruned import load_pruned_model  # noqa: E402
 from cpd.mm.pruning_hook import PruningHook  # noqa: E402
 from cpd.mm.rebuild import prune_target  # noqa: E402
@@ -93,3 +94,25 @@ def test_a_killed_detector_run_resumes_to_the_same_plan_and_weights(data: Path, 
         assert torch.allclose(got_weights[name], ref, rtol=1e-5, atol=1e-6), name
     ref_plan, _ = read_checkpoint(tmp_path / "reference" / "thr_0.4.pth")
     assert read_checkpoint(work / "thr_0.4.pth")[0]["removed"] == ref_plan["removed"]
+
+
+def test_distilling_while_pruning_a_detector(data: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher.pth"
+    torch.save({"state_dict": build_model(load_config(DET_CONFIG)).state_dict(), "meta": {}}, teacher)
+    cfg = load_config(DET_CONFIG)
+    cfg.model = dict(type="Distiller", student=dict(cfg.model), teacher=None, teacher_checkpoint=str(teacher),
+                     student_checkpoint=str(teacher), temperature=2.0, detection_kd=dict(conf_thr=0.3))
+    cfg.custom_imports = dict(imports=[*cfg.custom_imports["imports"], "cpd.mm.distiller"], allow_failed_imports=False)
+    runner = train(cfg, tmp_path / "work", det_options(data))
+    hook = next(h for h in runner.hooks if isinstance(h, PruningHook))
+    assert hook.saved == [0.2, 0.4] and hook.materialized
+    logged = runner.message_hub.log_scalars
+    assert {"train/loss_kd", "train/loss_kd_box", "train/loss_cls"} <= set(logged)
+    assert all(torch.isfinite(torch.tensor(logged[k].current())) for k in ("train/loss_kd", "train/loss_kd_box"))
+    # only the student was cut; the saved student loads alone, as a plain detector
+    full = sum(p.numel() for p in build_model(load_config(DET_CONFIG)).parameters())
+    assert sum(p.numel() for p in runner.model.teacher.parameters()) == full
+    student = sum(p.numel() for p in runner.model.student.parameters())
+    loaded = load_pruned_model(tmp_path / "work" / "thr_0.4.pth")
+    assert type(loaded).__name__ == "RetinaNet" and sum(p.numel() for p in loaded.parameters()) == student < full
