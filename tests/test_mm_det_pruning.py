@@ -116,3 +116,25 @@ def test_distilling_while_pruning_a_detector(data: Path, tmp_path: Path) -> None
     student = sum(p.numel() for p in runner.model.student.parameters())
     loaded = load_pruned_model(tmp_path / "work" / "thr_0.4.pth")
     assert type(loaded).__name__ == "RetinaNet" and sum(p.numel() for p in loaded.parameters()) == student < full
+
+
+def test_a_dependency_json_and_continue_finetune_false_stop_the_detector_at_the_target(data: Path,
+                                                                                      tmp_path: Path) -> None:
+    from cpd import comb, save_deps
+
+    model = build_model(load_config(DET_CONFIG))
+    task = task_of(model)
+    deps = tmp_path / "deps.json"  # what `cpd comb CONFIG --out deps.json` writes
+    save_deps(comb(model, (task.example_inputs(model),), forward_fn=task.train_forward), deps)
+    hook = {**DET_HOOK, "prune_cfg": str(deps), "continue_finetune": False}
+    runner = train(DET_CONFIG, tmp_path / "work", det_options(data, hooks=[hook]))
+    pruning = next(h for h in runner.hooks if isinstance(h, PruningHook))
+    # the run stops after the step that reached the last threshold; the model is left masked, not cut
+    assert pruning.saved == [0.2, 0.4] and not pruning.materialized and runner.iter == 4
+    # the JSON gives the plan the hook's own combing gives
+    combed = {**DET_HOOK, "continue_finetune": False}
+    reference = train(DET_CONFIG, tmp_path / "combed", det_options(data, hooks=[combed]))
+    ref = next(h for h in reference.hooks if isinstance(h, PruningHook))
+    assert pruning.pruner.removed() == ref.pruner.removed() and pruning.pruner.removed()
+    assert sum(p.numel() for p in load_pruned_model(tmp_path / "work" / "thr_0.4.pth").parameters()) < \
+        sum(p.numel() for p in model.parameters())
