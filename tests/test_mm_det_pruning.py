@@ -15,7 +15,6 @@ from det_tiny import DET_CONFIG, DET_HOOK, det_options  # noqa: E402
 from mm_tiny import Interrupted, ProbeHook, probe_batch, student_outputs  # noqa: E402
 
 from cpd.mm import build_model, load_config  # noqa: E402
-from cpd.mm import distiller  # noqa: E402,F401  (a config built in Python: mmengine imports custom_imports only from files)
 from cpd.mm.pruned import load_pruned_model  # noqa: E402
 from cpd.mm.pruning_hook import PruningHook  # noqa: E402
 from cpd.mm.rebuild import prune_target  # noqa: E402
@@ -25,6 +24,7 @@ from cpd.prune import read_checkpoint  # noqa: E402
 
 pytestmark = [pytest.mark.mm, pytest.mark.timeout(180), pytest.mark.usefixtures("one_thread")]
 
+KD_CONFIG = DET_CONFIG.with_name("retinanet_digit_boxes_kd.py")
 #: the head's output layers: what the detector predicts, never pruned
 OUTPUT_LAYERS = ("bbox_head.retina_cls", "bbox_head.retina_reg")
 
@@ -100,11 +100,10 @@ def test_distilling_while_pruning_a_detector(data: Path, tmp_path: Path) -> None
     torch.manual_seed(0)
     teacher = tmp_path / "teacher.pth"
     torch.save({"state_dict": build_model(load_config(DET_CONFIG)).state_dict(), "meta": {}}, teacher)
-    cfg = load_config(DET_CONFIG)
-    cfg.model = dict(type="Distiller", student=dict(cfg.model), teacher=None, teacher_checkpoint=str(teacher),
-                     student_checkpoint=str(teacher), temperature=2.0, detection_kd=dict(conf_thr=0.3))
-    cfg.custom_imports = dict(imports=[*cfg.custom_imports["imports"], "cpd.mm.distiller"], allow_failed_imports=False)
-    runner = train(cfg, tmp_path / "work", det_options(data))
+    # the shipped distillation config, at the tiny run's schedule
+    options = det_options(data, **{"model.teacher_checkpoint": str(teacher), "model.student_checkpoint": str(teacher),
+                                   "model.detection_kd.conf_thr": 0.3})
+    runner = train(KD_CONFIG, tmp_path / "work", options)
     hook = next(h for h in runner.hooks if isinstance(h, PruningHook))
     assert hook.saved == [0.2, 0.4] and hook.materialized
     logged = runner.message_hub.log_scalars
