@@ -19,6 +19,7 @@ from mmengine.registry import HOOKS
 
 from cpd.mm.pruning_hook import task_of_model
 from cpd.mm.rebuild import prune_target
+from cpd.mm.tasks.base import flat_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 PRUNE_CONFIG = ROOT / "configs" / "embedded" / "vit_digits_prune.py"
@@ -67,13 +68,15 @@ def kd_options(data: Path, teacher: Path, max_iters: int = 8, hooks: list[dict] 
 
 
 def student_outputs(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """Eval-mode outputs (its task's training forward) of the pruned (student) model on ``x``; the mode is restored."""
+    """Eval-mode outputs (its task's training forward, flattened: a detector's every kind and level) of the pruned
+    (student) model on ``x``; the mode is restored."""
     net = prune_target(model)
     was = net.training
     net.eval()
     try:
         with torch.no_grad():
-            return [o.detach().clone() for o in task_of_model(net).train_forward(net, x.to(next(net.parameters()).device))]
+            outputs = task_of_model(net).train_forward(net, x.to(next(net.parameters()).device))
+            return [o.detach().clone() for o in flat_tensors(outputs, "the training forward")]
     finally:
         net.train(was)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cpd.distill import affinity_loss, kd_kl_loss
+from cpd.distill import affinity_loss, dense_cls_kd_loss, kd_kl_loss, masked_box_loss, teacher_confidence
 
 
 def logits(seed: int, shape=(2, 5, 6, 7)) -> torch.Tensor:
@@ -64,3 +64,54 @@ def test_affinity_pools_large_maps_and_checks_inputs() -> None:
         affinity_loss(s, s, pool=0)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         affinity_loss(torch.randn(2, 4, 5), torch.randn(2, 4, 5))
+
+
+# -- dense detectors ------------------------------------------------------------------------------------
+def maps(seed: int, priors: int = 3, per: int = 5) -> torch.Tensor:
+    return torch.randn(2, priors * per, 4, 6, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_dense_cls_kd_is_bce_to_the_soft_targets_minus_their_entropy(temperature: float) -> None:
+    s, t = maps(0), maps(1)
+    q = torch.sigmoid(t / temperature)
+    bce = F.binary_cross_entropy_with_logits(s / temperature, q, reduction="mean")
+    entropy = F.binary_cross_entropy_with_logits(t / temperature, q, reduction="mean")
+    got = dense_cls_kd_loss(s, t, temperature, num_priors=3)
+    assert float(got) == pytest.approx(float(bce - entropy) * temperature ** 2, rel=1e-5)
+    assert float(dense_cls_kd_loss(t.clone(), t, temperature, num_priors=3)) == pytest.approx(0.0, abs=1e-6)
+    assert float(dense_cls_kd_loss(s * 1e3, t, temperature)) < float("inf")  # saturated logits stay finite
+
+
+def test_dense_cls_kd_of_softmax_heads_is_the_kl_over_each_priors_classes() -> None:
+    s, t = maps(2), maps(3)
+    per_prior = [kd_kl_loss(s[:, 5 * a:5 * a + 5], t[:, 5 * a:5 * a + 5], 2.0) for a in range(3)]
+    got = dense_cls_kd_loss(s, t, 2.0, num_priors=3, sigmoid=False)
+    assert float(got) == pytest.approx(float(sum(per_prior) / 3), rel=1e-5)
+
+
+def test_masked_box_loss_averages_over_the_teachers_confident_priors_only() -> None:
+    s, t = maps(4, per=4), maps(5, per=4)
+    mask = teacher_confidence(maps(6), num_priors=3) >= 0.9
+    assert mask.shape == (2, 3, 4, 6) and 0 < int(mask.sum()) < mask.numel()
+    err = (s - t).reshape(2, 3, 4, 4, 6).pow(2).sum(dim=2)
+    got = masked_box_loss(s, t, num_priors=3, mask=mask)
+    assert float(got) == pytest.approx(float(err[mask].mean()), rel=1e-5)
+    assert float(masked_box_loss(s, t, 3)) == pytest.approx(float(err.mean()), rel=1e-5)
+    assert float(masked_box_loss(s, t, 3, torch.zeros_like(mask))) == 0.0
+    s.requires_grad_(True)
+    t.requires_grad_(True)
+    masked_box_loss(s, t, 3, mask).backward()
+    assert t.grad is None and s.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: dense_cls_kd_loss(maps(0), maps(0)[:, :10]), "differ in shape"),
+    (lambda: dense_cls_kd_loss(maps(0), maps(1), temperature=0), "temperature must be > 0"),
+    (lambda: dense_cls_kd_loss(maps(0), maps(1), num_priors=4, sigmoid=False), "A=4 priors"),
+    (lambda: masked_box_loss(maps(0), maps(1), 3, torch.ones(2, 3, 4)), "mask must have shape"),
+    (lambda: teacher_confidence(maps(0), num_priors=0), "num_priors must be a positive integer"),
+])
+def test_dense_kd_bad_inputs(call, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        call()

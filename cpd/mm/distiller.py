@@ -1,6 +1,6 @@
-"""``Distiller``: a model (segmentor, classifier) that learns from its labels and from a frozen teacher.
+"""``Distiller``: a model (segmentor, classifier, detector) that learns from its labels and from a frozen teacher.
 
-Registered in mmseg's and mmpretrain's ``MODELS`` (``custom_imports = dict(imports=['cpd.mm.distiller'])``)::
+Registered in mmseg's, mmpretrain's and mmdet's ``MODELS`` (``custom_imports = dict(imports=['cpd.mm.distiller'])``)::
 
     model = dict(
         type='Distiller',
@@ -15,7 +15,9 @@ head) plus ``alpha * kd_kl_loss(student logits, teacher logits, T)`` (:mod:`cpd.
 logits of the student's task (:meth:`cpd.mm.tasks.Task.distill_forward`: pixel-wise for a segmentor,
 the class scores for a classifier), plus
 ``weight * affinity_loss`` between the student's and the teacher's backbone features when
-``feature_loss`` is set.  The teacher runs without gradients in eval mode, is never updated and is
+``feature_loss`` is set.  A dense detector (boxes among its outputs) is distilled instead on the class
+scores and boxes of every level, and optionally on its neck's maps (``detection_kd``, see
+:mod:`cpd.mm.detection_kd`).  The teacher runs without gradients in eval mode, is never updated and is
 never pruned (:class:`cpd.mm.pruning_hook.PruningHook` prunes ``model.student``); both networks see the
 images normalised by the student's data preprocessor.  Validation and testing run the student alone.
 The student's type resolves in the current default scope (the config's library), as any model's does.
@@ -23,6 +25,7 @@ The student's type resolves in the current default scope (the config's library),
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -43,6 +46,7 @@ from mmseg.registry import MODELS  # noqa: E402
 from cpd.distill import affinity_loss, kd_kl_loss  # noqa: E402
 from cpd.mm.build import load_config, model_config  # noqa: E402
 from cpd.mm.checkpoints import state_dict_of, state_mismatch  # noqa: E402
+from cpd.mm.detection_kd import build_connectors, detection_kd_losses, detection_kd_options  # noqa: E402
 from cpd.mm.pruned import PRUNED_TYPES  # noqa: E402
 from cpd.mm.tasks import TASKS, Task, task_of  # noqa: E402
 
@@ -126,6 +130,8 @@ class Distiller(BaseModel):
         alpha: weight of the KD loss (>= 0).
         feature_loss: None, or ``dict(weight=1.0, index=-1, pool=16)``: the affinity loss between the
             backbone feature maps at ``index`` (pooled to at most ``pool x pool`` positions).
+        detection_kd: a dense detector's KD options (:func:`cpd.mm.detection_kd.detection_kd_options`; None:
+            class scores by binary KL, boxes by L2 on the teacher's confident priors, no neck term).
         data_preprocessor: the runner passes the config's top-level ``data_preprocessor`` here; it is given to
             the student when the student's config has none (the distiller uses the student's).
         init_cfg: unused (the student initialises itself, the teacher is loaded).
@@ -137,7 +143,8 @@ class Distiller(BaseModel):
     def __init__(self, student: Mapping[str, Any], teacher: Mapping[str, Any] | str | None = None,
                  teacher_checkpoint: str | os.PathLike | None = None,
                  student_checkpoint: str | os.PathLike | None = None, temperature: float = 1.0, alpha: float = 1.0,
-                 feature_loss: Mapping[str, Any] | None = None, data_preprocessor: Any = None,
+                 feature_loss: Mapping[str, Any] | None = None,
+                 detection_kd: Mapping[str, Any] | None = None, data_preprocessor: Any = None,
                  init_cfg: Any = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
@@ -149,6 +156,7 @@ class Distiller(BaseModel):
                 raise ValueError(f"Distiller: feature_loss={feature_loss!r} must be None or a dict with keys "
                                  f"{sorted(FEATURE_KEYS)}")
             feature_loss = {"weight": 1.0, "index": -1, "pool": 16, **dict(feature_loss)}
+        self.detection_kd = detection_kd_options(detection_kd)
         if not isinstance(student, Mapping):
             raise ValueError(f"Distiller: student must be a model config dict, got {type(student).__name__}")
         student = copy.deepcopy(student)
@@ -166,6 +174,17 @@ class Distiller(BaseModel):
         self.data_preprocessor = self.student.data_preprocessor
         self.temperature, self.alpha, self.feature_loss = float(temperature), float(alpha), feature_loss
         self.student_checkpoint = None if student_checkpoint is None else os.fspath(student_checkpoint)
+        self.connectors = self._connectors() if self.detection_kd["neck_weight"] > 0 else None
+
+    def _connectors(self) -> nn.ModuleList:
+        """The neck connectors of a detector, for the widths of the two networks as built (one probe batch)."""
+        with torch.no_grad():
+            inputs = self.task.example_inputs(self.student, batch=1)
+            student, teacher = (self.task.distill_forward(net, inputs) for net in (self.student, self.teacher))
+        if not student.boxes:
+            raise ValueError(f"Distiller: detection_kd.neck_weight applies to dense detectors; the student is a "
+                             f"{self.task.name} model")
+        return build_connectors(student.features, teacher.features)
 
     def init_weights(self) -> None:
         """Initialise the student (then load ``student_checkpoint``); the teacher keeps its checkpoint.
@@ -195,10 +214,17 @@ class Distiller(BaseModel):
         raise ValueError(f"Distiller: invalid mode {mode!r}; expected 'loss', 'predict' or 'tensor'")
 
     def loss(self, inputs: torch.Tensor, data_samples: Any) -> dict[str, torch.Tensor]:
-        """The student's losses plus ``loss_kd`` (and ``loss_feat`` with a feature loss)."""
-        losses, logits, feats = self.task.distill_forward(self.student, inputs, data_samples)
+        """The student's losses plus ``loss_kd`` (and ``loss_feat`` with a feature loss; a detector's
+        ``loss_kd_box`` and ``loss_kd_neck``, see :mod:`cpd.mm.detection_kd`)."""
+        out = self.task.distill_forward(self.student, inputs, data_samples)
         with torch.no_grad():
-            _, t_logits, t_feats = self.task.distill_forward(self.teacher, inputs)
+            t_out = self.task.distill_forward(self.teacher, inputs)
+        losses = dict(out.losses)
+        if out.boxes:  # a dense detector: its own KD terms, on every level
+            losses.update(detection_kd_losses(out, t_out, self.detection_kd, self.temperature, self.alpha,
+                                              self.connectors))
+            return losses
+        logits, t_logits = out.logits, t_out.logits
         if len(logits) != len(t_logits):
             raise ValueError(f"Distiller: the student gives {len(logits)} logits, the teacher {len(t_logits)}")
         kd = [kd_kl_loss(s, t, self.temperature) for s, t in zip(logits, t_logits)]
@@ -206,18 +232,19 @@ class Distiller(BaseModel):
         if self.feature_loss is not None:
             i = self.feature_loss["index"]
             losses["loss_feat"] = self.feature_loss["weight"] * affinity_loss(
-                feats[i], t_feats[i], pool=self.feature_loss["pool"])
+                out.features[i], t_out.features[i], pool=self.feature_loss["pool"])
         return losses
 
 
 def _register() -> None:
-    """Put :class:`Distiller` in the ``MODELS`` of mmseg and of mmpretrain if installed."""
+    """Put :class:`Distiller` in the ``MODELS`` of mmseg, and of mmpretrain and mmdet if installed."""
     MODELS.register_module(module=Distiller)
-    try:
-        from mmpretrain.registry import MODELS as PRETRAIN_MODELS
-    except ModuleNotFoundError:  # mmpretrain is optional
-        return
-    PRETRAIN_MODELS.register_module(module=Distiller)
+    for library in ("mmpretrain", "mmdet"):  # optional libraries
+        try:
+            registry = importlib.import_module(f"{library}.registry").MODELS
+        except ModuleNotFoundError:
+            continue
+        registry.register_module(module=Distiller)
 
 
 _register()

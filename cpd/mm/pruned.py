@@ -140,14 +140,15 @@ def pruned_model(checkpoint: str, model: Mapping[str, Any] | None = None, data_p
 
 
 def _register() -> None:
-    """Put :func:`pruned_model` in the ``MODELS`` of mmseg (under both names) and of mmpretrain if installed."""
+    """Put :func:`pruned_model` in the ``MODELS`` of mmseg (under both names) and of mmpretrain and mmdet if installed."""
     MODELS.register_module(name="PrunedSegmentor", module=pruned_model)
     MODELS.register_module(name="PrunedModel", module=pruned_model)
-    try:
-        from mmpretrain.registry import MODELS as PRETRAIN_MODELS
-    except ModuleNotFoundError:  # mmpretrain is optional: segmentation alone needs none of it
-        return
-    PRETRAIN_MODELS.register_module(name="PrunedModel", module=pruned_model)
+    for library in ("mmpretrain", "mmdet"):  # optional: segmentation alone needs neither
+        try:
+            registry = importlib.import_module(f"{library}.registry").MODELS
+        except ModuleNotFoundError:
+            continue
+        registry.register_module(name="PrunedModel", module=pruned_model)
 
 
 _register()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -40,6 +41,28 @@ def load_adapters() -> None:
     for library, module in ADAPTER_MODULES.items():
         if library in sys.modules:
             importlib.import_module(module)
+
+
+@dataclass
+class DistillOutputs:
+    """What one training forward gives the distiller (:meth:`Task.distill_forward`).
+
+    Attributes:
+        losses: the losses training would compute (empty without labels, e.g. for the teacher).
+        logits: the class logits: per head (a segmentor, a classifier) or per feature level (a detector).
+        features: the backbone's (or neck's) feature maps.
+        boxes: a dense detector's box outputs per level (empty for other tasks).
+        num_priors: priors (anchors) per location of the logits' and boxes' maps; their channels are
+            grouped by prior.
+        sigmoid: the logits score every class with a sigmoid (focal-loss detectors), not a softmax.
+    """
+
+    losses: dict[str, torch.Tensor]
+    logits: list[torch.Tensor]
+    features: Sequence[torch.Tensor]
+    boxes: list[torch.Tensor] = field(default_factory=list)
+    num_priors: int = 1
+    sigmoid: bool = False
 
 
 class Task:
@@ -210,10 +233,10 @@ class Task:
         raise NotImplementedError
 
     def distill_forward(self, model: nn.Module, inputs: torch.Tensor, data_samples: Any = None
-                        ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], Sequence[torch.Tensor]]:
+                        ) -> DistillOutputs:
         """Run one training forward for distillation: the model's own losses, its logits, its features.
 
-        One pass gives all three, so that the KD term sees the logits the losses were computed on.
+        One pass gives them all, so that the KD term sees the logits the losses were computed on.
 
         Args:
             model: a model of this task.
@@ -221,9 +244,9 @@ class Task:
             data_samples: the batch's labels; None (a teacher) computes no loss.
 
         Returns:
-            ``(losses, logits, features)``: the losses training would compute (empty without
-            ``data_samples``), the logits as :meth:`logits` picks them, the backbone's (or neck's)
-            feature maps.
+            The losses training would compute (empty without ``data_samples``), the logits as
+            :meth:`logits` picks them, the backbone's (or neck's) feature maps, and for a detector
+            its box outputs.
         """
         raise NotImplementedError(f"the {self.name} task cannot be distilled yet")
 

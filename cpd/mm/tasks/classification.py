@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cpd.mm.tasks.base import Task, flat_tensors
+from cpd.mm.tasks.base import DistillOutputs, Task, flat_tensors
 
 
 class Classification(Task):
@@ -50,7 +50,7 @@ class Classification(Task):
         return self.train_forward(model, inputs)
 
     def distill_forward(self, model: nn.Module, inputs: torch.Tensor, data_samples: Any = None
-                        ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], Sequence[torch.Tensor]]:
+                        ) -> DistillOutputs:
         """The head's loss on its class scores (what ``head.loss`` computes), the scores, the features.
 
         Raises:
@@ -64,4 +64,4 @@ class Classification(Task):
         feats = model.extract_feat(inputs)
         scores = model.head(feats)
         losses = model.head._get_loss(scores, data_samples) if data_samples is not None else {}
-        return dict(losses), flat_tensors(scores, "head.forward"), feats
+        return DistillOutputs(dict(losses), flat_tensors(scores, "head.forward"), feats)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cpd.mm.entry import needs_data_samples, seg_forward, shape_samples
-from cpd.mm.tasks.base import Task, flat_tensors
+from cpd.mm.tasks.base import DistillOutputs, Task, flat_tensors
 
 
 class Segmentation(Task):
@@ -52,7 +52,7 @@ class Segmentation(Task):
         return flat_tensors(out, f"decode_head[{len(head) - 1}].forward")
 
     def distill_forward(self, model: nn.Module, inputs: torch.Tensor, data_samples: Any = None
-                        ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], Sequence[torch.Tensor]]:
+                        ) -> DistillOutputs:
         """The decode head's losses (``decode.*``) and every auxiliary head's, the decode logits, the features.
 
         Raises:
@@ -70,7 +70,7 @@ class Segmentation(Task):
             losses = add_prefix(head.loss_by_feat(logits, data_samples), "decode")
             if model.with_auxiliary_head:
                 losses.update(model._auxiliary_head_forward_train(feats, data_samples))
-        return losses, [logits], feats
+        return DistillOutputs(losses, [logits], feats)
 
 
 def mask_logits(cls_scores: Any, mask_preds: Any, size: Sequence[int] | None = None) -> torch.Tensor:
