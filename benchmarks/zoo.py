@@ -277,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "zoo.md")
     ap.add_argument("--shard", default="0/1", help="I/N: check every N-th architecture starting at I (parallel runs)")
     ap.add_argument("--retry", nargs="+", default=[], metavar="FAMILY",
-                    help="check the cached non-results (skip, timeout, crash) of these families again "
-                         "(e.g. after installing what they lacked)")
+                    help="check every cached non-pass (skip, timeout, crash, fail) of these families again "
+                         "(after installing what they lacked, or fixing what failed)")
     ap.add_argument("--regroup", action="store_true",
                     help="group the configs into architectures again (else the saved grouping is reused)")
     ap.add_argument("--write-only", action="store_true", help="check nothing: write docs/zoo.md from the caches")
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         archs = _read_index(cache, args.library)
     done = read_cache(cache)
     todo = [cfgs[0] for cfgs in archs.values() if cfgs[0] not in done or (
-        family(cfgs[0]) in args.retry and done[cfgs[0]]["status"] not in ("pass", "fail"))]
+        family(cfgs[0]) in args.retry and done[cfgs[0]]["status"] != "pass")]
     order = {config: i for i, config in enumerate(families_first([cfgs[0] for cfgs in archs.values()]))}
     todo = sorted(todo, key=order.__getitem__)  # ranked over every architecture, so a resumed sweep keeps its order
     index, count = (int(v) for v in args.shard.split("/"))
