@@ -54,6 +54,9 @@ def test_monotone_fit_pools_what_the_noise_reverses() -> None:
     widths = np.arange(0, 33)
     assert np.all(np.diff(curve.at(widths)) >= -1e-12)  # a narrower layer is never predicted slower
     assert float(curve.at(32)) == 1.0 and float(curve.at(40)) == 1.0
+    # a noisy curve whose full-width point is pooled down still predicts the baseline at full width
+    lm = LatencyModel("f" * 16, "fake", (1,), 1.0, {0: GroupCurve((8, 16), (1.2, 1.0))})
+    assert lm.predict({0: 16}) == pytest.approx(1.0) and lm.predict({0: 8}) == pytest.approx(1.0)
 
 
 def test_file_round_trip_and_refusals(tmp_path) -> None:

@@ -5,11 +5,11 @@ group, the measured latency of the whole model with only that group cut to a few
 whole), on a named runtime (``onnxruntime-cpu``, ``torch-eager``, ...) at the deployment input shape and
 batch.  From it (see docs/pruning.md):
 
-- ``t_g(w)``: the group's curve, piecewise-linear through its measured points after making them
-  non-decreasing in the width (a narrower layer is never slower; what the noise says otherwise is pooled
-  away), with ``t_g(full width) = baseline``;
+- ``t_g(w)``: the group's curve, piecewise-linear through its measured points (the last one: the full
+  width ``W_g`` at the baseline) after making them non-decreasing in the width (a narrower layer is never
+  slower; what the noise says otherwise is pooled away);
 - the predicted latency of a model whose groups keep widths ``w_g``:
-  ``T(w) = baseline - sum_g (baseline - t_g(w_g))`` (the savings of the groups add up);
+  ``T(w) = baseline - sum_g (t_g(W_g) - t_g(w_g))`` (the savings of the groups add up; ``T(W) = baseline``);
 - the cost of a unit of ``c`` channels in a group now ``w`` wide: ``t_g(w) - t_g(w - c)``.
 
 The additive prediction ignores interactions between groups (two cuts that each free a memory-bound
@@ -111,7 +111,8 @@ class LatencyModel:
 
     def predict(self, widths: Mapping[int, float]) -> float:
         """``T(w)``: the predicted latency with group ``g`` kept ``widths[g]`` channels wide (others whole)."""
-        saved = sum(self.baseline - float(self.groups[g].at(w)) for g, w in widths.items() if g in self.groups)
+        saved = sum(float(self.groups[g].at(self.groups[g].widths[-1]) - self.groups[g].at(w))
+                    for g, w in widths.items() if g in self.groups)
         return self.baseline - saved
 
     def unit_costs(self, gid: int, width: float, channels: np.ndarray) -> np.ndarray:
