@@ -33,6 +33,7 @@ from torch import nn
 from cpd.export.latency import compare_latency, pick_provider
 from cpd.export.onnx_export import ForwardFn, TupleOutputs, eval_mode, export_onnx, torch_outputs
 from cpd.export.runtime import CPU, CUDA
+from cpd.flops import count_macs
 
 RUNTIMES = {"onnxruntime-cpu": CPU, "onnxruntime-cuda": CUDA, "torch-eager": None}
 
@@ -101,6 +102,10 @@ class LatencyMeter:
         """The latency of ``model`` in seconds, as ``baseline * time(model) / time(reference)``."""
         ref, cand = self._pair(model.to(self.inputs.device))
         return self.baseline * cand / ref
+
+    def macs(self, model: nn.Module) -> float:
+        """MACs of ``model``'s inference forward at the deployment input (the latency model's prior)."""
+        return float(count_macs(model, (self.inputs,), self.forward_fn))
 
     def _export(self, model: nn.Module, name: str) -> Path:
         """``model``'s inference graph at the deployment input, as an ONNX file of the work folder."""

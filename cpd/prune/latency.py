@@ -7,6 +7,15 @@ measurements: per prunable group, real copies of the model with only that group 
 (``fractions`` of its full width, reached by the schedule's own removals, so the widths respect
 ``round_to`` and the floors), each measured once; the baseline is measured first.
 
+*Noise.*  On a shared machine one group's effect on the whole model's time is often smaller than the timing
+noise (a backbone layer of a model whose time sits in its decode head), and a sum of twenty noisy savings
+predicts nonsense.  With ``macs`` (``macs(model) -> MACs``), the baseline is measured ``repeats`` times; the
+noise ``sigma`` is the spread of those (at least ``min_noise`` of the baseline); a *prior* saving is
+``rate * (MACs saved)``, ``rate`` the least-squares seconds per MAC over every measured point.  A point whose
+measured saving lies within ``2 * sigma`` of the prior takes the prior (the measurement cannot tell them
+apart, and the prior is smooth and additive); a point outside keeps its measurement (the runtime differs
+from MACs there: a memory-bound layer, an attention product).  Both are kept in ``info["points"]``.
+
 ``round_to``: on the group whose curve is steepest, widths ``W``, ``W - 1``, ``W - 8``, ``W - 16`` and
 ``W - 32`` (``W`` a multiple of 32) are measured.  Those between ``W`` and ``W - 32`` should lie on the line
 between the two; the excess of a width over that line is what its misalignment costs.  The suggestion
@@ -65,6 +74,7 @@ def cut_copy(model: nn.Module, graph: DependencyGraph, removed: Mapping[int, Seq
 def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, runtime: str,
                     input_shape: Sequence[int], *, round_to: int = 8, min_keep: float = 0.1,
                     fractions: Sequence[float] = FRACTIONS, align: bool = True, tolerance: float = 0.01,
+                    macs: Callable[[nn.Module], float] | None = None, repeats: int = 3, min_noise: float = 0.01,
                     info: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = None) -> LatencyModel:
     """Measure how each prunable group's width changes the latency of the whole model.
 
@@ -78,6 +88,9 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
         fractions: the widths to measure per group, as fractions of its full width, in (0, 1).
         align: also measure what ``round_to`` is worth (module docstring); the result goes to ``info``.
         tolerance: for the ``round_to`` suggestion, the excess (share of the baseline) that counts.
+        macs: ``macs(cut copy) -> MACs`` at the deployment input; None: every point is its measurement.
+        repeats: with ``macs``, measurements of the baseline that give the noise (>= 2 for a spread).
+        min_noise: the least noise assumed, as a share of the baseline.
         info: recorded with the model (how ``measure`` times: threads, runs, versions).
         log: called with a line per group measured (None: silent).
 
@@ -91,14 +104,21 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
     if bad or not fractions:
         raise ValueError(f"fractions={list(fractions)}: each must be in (0, 1)")
 
+    counted: dict[tuple, float] = {}
+
     def timed(removed: Mapping[int, Sequence[int]]) -> float:
-        seconds = float(measure(cut_copy(model, graph, removed)))
+        cut = cut_copy(model, graph, removed)
+        seconds = float(measure(cut))
         if not math.isfinite(seconds) or seconds <= 0:
             raise ValueError(f"measure returned {seconds!r} seconds; it must return the positive latency of the model")
+        if macs is not None:
+            counted[tuple(sorted((g, len(u)) for g, u in removed.items()))] = float(macs(cut))
         return seconds
 
-    baseline = timed({})
+    repeated = [timed({}) for _ in range(max(1, repeats) if macs is not None else 1)]
+    baseline = float(np.median(repeated))
     curves: dict[int, GroupCurve] = {}
+    raw: dict[int, dict[int, float]] = {}
     for g in graph.prunable():
         full = int(channels_per_unit(g).sum())
         reachable = widths_reachable(g, round_to, min_keep)
@@ -108,14 +128,56 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
                 width, units = min(reachable, key=lambda wu: (abs(wu[0] - f * full), wu[0]))
                 chosen[width] = units
         points = {w: timed({g.id: units}) for w, units in sorted(chosen.items())}
+        raw[g.id] = dict(points)
+        if macs is not None:
+            for w, units in chosen.items():
+                counted[(g.id, w)] = counted.pop(((g.id, len(units)),))
         points[full] = baseline
         curves[g.id] = GroupCurve(tuple(points), tuple(points.values()))
         if log is not None:
             log(f"group {g.id}: width {full} -> " + ", ".join(f"{w}: {s * 1e3:.3f} ms" for w, s in points.items()))
-    lm = LatencyModel(graph.fingerprint, runtime, tuple(input_shape), baseline, curves, dict(info or {}))
+    details = dict(info or {})
+    if macs is not None:
+        curves, details["points"] = with_prior(curves, raw, counted, baseline, repeated, min_noise)
+    lm = LatencyModel(graph.fingerprint, runtime, tuple(input_shape), baseline, curves, details)
     if align:
         lm = replace(lm, info={**lm.info, "round_to": measure_alignment(graph, lm, timed, tolerance)})
     return lm
+
+
+def with_prior(curves: Mapping[int, GroupCurve], raw: Mapping[int, Mapping[int, float]],
+               counted: Mapping[Any, float], baseline: float, repeated: Sequence[float], min_noise: float
+               ) -> tuple[dict[int, GroupCurve], dict[str, Any]]:
+    """The curves with every point the noise cannot tell from the MACs prior replaced by it (module docstring).
+
+    Returns:
+        The new curves, and what was decided: noise, rate, and per group its widths, measured, prior and
+        used seconds.
+    """
+    full_macs = counted[()]
+    sigma = max(float(np.std(repeated)), min_noise * baseline)
+    pairs = [(full_macs - counted[(g, w)], baseline - s) for g, pts in raw.items() for w, s in pts.items()]
+    dm = np.array([p[0] for p in pairs], dtype=np.float64)
+    ds = np.array([p[1] for p in pairs], dtype=np.float64)
+    rate = float(max((dm * ds).sum(), 0.0) / (dm * dm).sum()) if (dm * dm).sum() > 0 else 0.0
+    out: dict[int, GroupCurve] = {}
+    report: dict[str, Any] = {"noise_s": sigma, "rate_s_per_mac": rate, "baseline_repeats": list(repeated),
+                              "groups": {}}
+    for g, curve in curves.items():
+        used, entry = [], {"widths": list(curve.widths), "measured": [], "prior": [], "used": []}
+        for w, s in zip(curve.widths, curve.seconds):
+            if w not in raw[g]:  # the full width: the baseline
+                used.append(s)
+                continue
+            prior = baseline - rate * (full_macs - counted[(g, w)])
+            pick = prior if abs(s - prior) <= 2 * sigma else s
+            used.append(max(pick, 1e-9))
+            entry["measured"].append(s)
+            entry["prior"].append(prior)
+            entry["used"].append(used[-1])
+        out[g] = GroupCurve(curve.widths, tuple(used))
+        report["groups"][str(g)] = entry
+    return out, report
 
 
 def measure_alignment(graph: DependencyGraph, lm: LatencyModel,
