@@ -195,8 +195,8 @@ def test_points_the_noise_cannot_resolve_take_the_macs_prior() -> None:
     wobble = iter([0.0, 2e-5, -2e-5] + [3e-6 * (-1) ** i for i in range(100)])
 
     def measure(m: nn.Module) -> float:
-        extra = 1e-3 if m[6].in_channels <= 16 else 0.0  # a step the MACs do not show
-        return 1e-3 + 1e-9 * count_macs(m, (X,)) + next(wobble) - extra
+        extra = 2e-3 if m[6].in_channels <= 16 else 0.0  # a step the MACs do not show
+        return 3e-3 + 1e-9 * count_macs(m, (X,)) + next(wobble) - extra
 
     macs = lambda m: float(count_macs(m, (X,)))  # noqa: E731
     lm = profile_latency(model, graph, measure, "fake", X.shape, round_to=8, align=False, macs=macs, repeats=3,
@@ -205,7 +205,7 @@ def test_points_the_noise_cannot_resolve_take_the_macs_prior() -> None:
     assert points["noise_s"] >= 0.05 * lm.baseline and points["rate_s_per_mac"] > 0
     g1 = points["groups"]["1"]
     for w, measured, prior, used in zip(g1["widths"], g1["measured"], g1["prior"], g1["used"]):
-        if abs(measured - prior) <= 2 * points["noise_s"]:
+        if abs(measured - prior) <= 3 * points["noise_s"]:
             assert used == prior
         else:
             assert used == measured and w <= 16

@@ -9,12 +9,14 @@ measurements: per prunable group, real copies of the model with only that group 
 
 *Noise.*  On a shared machine one group's effect on the whole model's time is often smaller than the timing
 noise (a backbone layer of a model whose time sits in its decode head), and a sum of twenty noisy savings
-predicts nonsense.  With ``macs`` (``macs(model) -> MACs``), the baseline is measured ``repeats`` times; the
-noise ``sigma`` is the spread of those (at least ``min_noise`` of the baseline); a *prior* saving is
-``rate * (MACs saved)``, ``rate`` the least-squares seconds per MAC over every measured point.  A point whose
-measured saving lies within ``2 * sigma`` of the prior takes the prior (the measurement cannot tell them
-apart, and the prior is smooth and additive); a point outside keeps its measurement (the runtime differs
-from MACs there: a memory-bound layer, an attention product).  Both are kept in ``info["points"]``.
+predicts nonsense.  With ``macs`` (``macs(model) -> MACs``), the baseline is measured ``repeats`` times and
+every point gets a *prior* ``baseline - rate * (MACs saved)``, ``rate`` the least-squares seconds per MAC over
+every measured point.  The noise ``sigma`` is the largest of the baseline repeats' spread, the robust spread
+of the points around their priors (``1.4826 * MAD``) and ``min_noise`` of the baseline.  A point within
+``3 * sigma`` of its prior takes the prior (the measurement cannot tell them apart, and the prior is smooth
+and additive); a point outside is measured ``retries`` more times and, if the median of its measurements
+is still outside, keeps that median (the runtime differs from MACs there: a memory-bound layer, an
+attention product).  Every decision is kept in ``info["points"]``.
 
 ``round_to``: on the group whose curve is steepest, widths ``W``, ``W - 1``, ``W - 8``, ``W - 16`` and
 ``W - 32`` (``W`` a multiple of 32) are measured.  Those between ``W`` and ``W - 32`` should lie on the line
@@ -75,6 +77,7 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
                     input_shape: Sequence[int], *, round_to: int = 8, min_keep: float = 0.1,
                     fractions: Sequence[float] = FRACTIONS, align: bool = True, tolerance: float = 0.01,
                     macs: Callable[[nn.Module], float] | None = None, repeats: int = 3, min_noise: float = 0.01,
+                    retries: int = 2,
                     info: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = None) -> LatencyModel:
     """Measure how each prunable group's width changes the latency of the whole model.
 
@@ -91,6 +94,7 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
         macs: ``macs(cut copy) -> MACs`` at the deployment input; None: every point is its measurement.
         repeats: with ``macs``, measurements of the baseline that give the noise (>= 2 for a spread).
         min_noise: the least noise assumed, as a share of the baseline.
+        retries: with ``macs``, extra measurements of a point outside the noise of its prior.
         info: recorded with the model (how ``measure`` times: threads, runs, versions).
         log: called with a line per group measured (None: silent).
 
@@ -138,7 +142,9 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
             log(f"group {g.id}: width {full} -> " + ", ".join(f"{w}: {s * 1e3:.3f} ms" for w, s in points.items()))
     details = dict(info or {})
     if macs is not None:
-        curves, details["points"] = with_prior(curves, raw, counted, baseline, repeated, min_noise)
+        chosen_by = {g.id: {w: u for w, u in widths_reachable(g, round_to, min_keep)} for g in graph.prunable()}
+        curves, details["points"] = with_prior(curves, raw, counted, baseline, repeated, min_noise,
+                                               lambda g, w: timed({g: chosen_by[g][w]}), retries)
     lm = LatencyModel(graph.fingerprint, runtime, tuple(input_shape), baseline, curves, details)
     if align:
         lm = replace(lm, info={**lm.info, "round_to": measure_alignment(graph, lm, timed, tolerance)})
@@ -146,7 +152,8 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
 
 
 def with_prior(curves: Mapping[int, GroupCurve], raw: Mapping[int, Mapping[int, float]],
-               counted: Mapping[Any, float], baseline: float, repeated: Sequence[float], min_noise: float
+               counted: Mapping[Any, float], baseline: float, repeated: Sequence[float], min_noise: float,
+               retime: Callable[[int, int], float] | None = None, retries: int = 2
                ) -> tuple[dict[int, GroupCurve], dict[str, Any]]:
     """The curves with every point the noise cannot tell from the MACs prior replaced by it (module docstring).
 
@@ -155,11 +162,13 @@ def with_prior(curves: Mapping[int, GroupCurve], raw: Mapping[int, Mapping[int, 
         used seconds.
     """
     full_macs = counted[()]
-    sigma = max(float(np.std(repeated)), min_noise * baseline)
     pairs = [(full_macs - counted[(g, w)], baseline - s) for g, pts in raw.items() for w, s in pts.items()]
     dm = np.array([p[0] for p in pairs], dtype=np.float64)
     ds = np.array([p[1] for p in pairs], dtype=np.float64)
     rate = float(max((dm * ds).sum(), 0.0) / (dm * dm).sum()) if (dm * dm).sum() > 0 else 0.0
+    residuals = ds - rate * dm
+    mad = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals)))) if len(residuals) else 0.0
+    sigma = max(float(np.std(repeated)), mad, min_noise * baseline)
     out: dict[int, GroupCurve] = {}
     report: dict[str, Any] = {"noise_s": sigma, "rate_s_per_mac": rate, "baseline_repeats": list(repeated),
                               "groups": {}}
@@ -170,7 +179,9 @@ def with_prior(curves: Mapping[int, GroupCurve], raw: Mapping[int, Mapping[int, 
                 used.append(s)
                 continue
             prior = baseline - rate * (full_macs - counted[(g, w)])
-            pick = prior if abs(s - prior) <= 2 * sigma else s
+            if abs(s - prior) > 3 * sigma and retime is not None and retries > 0:
+                s = float(np.median([s] + [retime(g, w) for _ in range(retries)]))  # a spike, or real?
+            pick = prior if abs(s - prior) <= 3 * sigma else s
             used.append(max(pick, 1e-9))
             entry["measured"].append(s)
             entry["prior"].append(prior)

@@ -243,6 +243,10 @@ class Pruner:
         threshold = upcoming[0] if upcoming else None
         timed = self.measure_fn is not None and threshold is not None and goal >= threshold - EPS
         self._guarded_fill(goal, scores, start, threshold)
+        # a step that was to stop short of the threshold may still be predicted past it (removals are whole):
+        # then it is timed as well, so that no threshold is ever crossed on a prediction alone
+        timed = timed or (self.measure_fn is not None and threshold is not None
+                          and self.correction * self._predicted() >= threshold - self.slack)
         self.sparsity = self.measure(goal if timed else None)
         for _ in range(MAX_CORRECTIONS if timed else 0):
             if self.sparsity >= goal - self.slack or self.exhausted:
@@ -307,7 +311,12 @@ class Pruner:
                     continue
                 costs = self.costs.unit_costs(g, dead, metric)
                 weights = costs if self.importance.cost_normalized else np.ones(g.num_units)
-                options[g.id] = group_removals(g.id, dead[g.id], scores[g.id], weights, costs, self.limits[g.id])
+                score = scores[g.id]
+                if metric == "latency":
+                    # a unit the measurements say saves no time is never taken for the speed (it would be
+                    # free, and every criterion not divided by the cost would take all of them first)
+                    score = np.where(costs > 0, score, np.inf)
+                options[g.id] = group_removals(g.id, dead[g.id], score, weights, costs, self.limits[g.id])
             limit = None if threshold is None else (threshold + LANDING - now) * scale
             picked = select(options, need, limit)
             if not picked:
