@@ -22,11 +22,12 @@ Pruning steps: see :mod:`cpd.prune.schedule` for which units go and :class:`Prun
 
 ``metric="latency"``: the cost of each unit comes from a measured
 :class:`~cpd.importance.latency.LatencyModel` (:func:`cpd.prune.latency.profile_latency`), and with a
-``measure`` callback the whole cut model is re-measured at every step that ends on a threshold: the
-sparsity reported there is ``1 - measured / baseline``.  When the measurement falls short of the threshold,
-the prediction is scaled by ``measured / predicted`` saving (the *correction*, kept for the later steps) and
-pruning goes on, up to ``MAX_CORRECTIONS`` times; every measurement is recorded (``pruner.checks``, the
-plan's summary) with the prediction beside it.
+``measure`` callback the whole cut model is re-measured after every pruning step: the sparsity reported is
+``1 - measured / baseline``.  After each measurement the prediction is scaled by ``measured / predicted``
+sparsity (the *correction*, kept for the later steps); a step short of its goal prunes on, and a step more
+than ``OVERSHOOT`` past the next threshold gives its removals back and takes again, up to
+``MAX_CORRECTIONS`` times; every measurement is recorded (``pruner.checks``, the plan's summary) with the
+prediction beside it.
 """
 from __future__ import annotations
 
@@ -66,6 +67,8 @@ MAX_CORRECTIONS = 4
 #: a measured latency sparsity this close below a threshold reaches it (timings on a loaded machine wobble
 #: by about this much; without it the pruner would chase the noise past the threshold).
 MEASURED_SLACK = 5e-3
+#: a timed step that lands more than this past the next threshold gives its removals back and takes again.
+OVERSHOOT = 0.02
 
 
 class Pruner:
@@ -241,19 +244,21 @@ class Pruner:
         scores = self.scores()
         start = self.masks.removed()
         threshold = upcoming[0] if upcoming else None
-        timed = self.measure_fn is not None and threshold is not None and goal >= threshold - EPS
+        timed = self.measure_fn is not None
         self._guarded_fill(goal, scores, start, threshold)
-        # a step that was to stop short of the threshold may still be predicted past it (removals are whole):
-        # then it is timed as well, so that no threshold is ever crossed on a prediction alone
-        timed = timed or (self.measure_fn is not None and threshold is not None
-                          and self.correction * self._predicted() >= threshold - self.slack)
         self.sparsity = self.measure(goal if timed else None)
         for _ in range(MAX_CORRECTIONS if timed else 0):
-            if self.sparsity >= goal - self.slack or self.exhausted:
-                break
             self._correct(self.checks[-1])
+            over = threshold is not None and self.sparsity > threshold + OVERSHOOT
+            if not over and (self.sparsity >= goal - self.slack or self.exhausted):
+                break
+            if over:  # give this step's removals back and take again with the corrected prediction
+                self.masks.set_({g: np.isin(np.arange(d.size), start.get(g, [])) for g, d in self.masks.dead.items()})
+                self.exhausted = False
             self._guarded_fill(goal, scores, start, threshold)
             self.sparsity = self.measure(goal)
+        if timed:
+            self._correct(self.checks[-1])
         self.saliency.reset()
         crossed = tuple(t for t in upcoming if t <= self.sparsity + self.slack)
         self.reached.extend(crossed)
