@@ -172,12 +172,19 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
                          f"{row['predicted_speedup']:.2f}x | {row['macs_ratio']:.2f}x | {row['params_ratio']:.2f}x | "
                          f"{row['kept']['min']:.2f} / {row['kept']['median']:.2f} | {other[0]} | {other[1]} |")
     lines += ["", "Speed-up: final session; in-run: what the pruner measured when it stopped. Predicted: the latency "
-              "model's additive prediction for the same widths (before correction). Params/FLOPs targeting: the "
-              "least sparse model of a ladder (0.2, 0.35, 0.5, 0.65, 0.8) within 5% of the target speed.", ""]
+              "model's additive prediction for the same widths (before the pruner's correction). Params/FLOPs "
+              "targeting: the least sparse model of a ladder (0.2, 0.35, 0.5, 0.65, 0.8) within 5% of the target "
+              "speed. Widths kept: per prunable group, kept / full channels, minimum and median over the groups.", "",
+              "Reading it: the speed-up lands on the target because the pruner re-measures after every step and "
+              "corrects its prediction; the latency model alone under-predicts (the additive sum of single-group "
+              "savings misses what cutting several groups together saves). `magnitude` ignores the cost of a unit, "
+              "so with random weights it thins every group alike and the widths kept say little about the latency "
+              "model; a cost-normalised criterion (`hessian`, `taylor`: loss change per second saved) needs "
+              "gradients, i.e. training data, and is what the pipeline uses.", ""]
     for res in results:
         lines.append(f"- {res['arch']}: {res['groups']} prunable groups, baseline {res['baseline_ms']:.1f} ms, "
-                     f"{res['profile_measurements']} measurements for the latency model, {res['seconds'] / 60:.1f} min "
-                     "in all.")
+                     f"{res['profile_measurements']} timed exports (latency model, counting earlier runs with --reuse, and "
+                     f"pruning), {res['seconds'] / 60:.1f} min in this run.")
     return "\n".join(lines)
 
 
@@ -192,8 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     parser.add_argument("--reuse", action="store_true", help="take the latency models of benchmarks/results/"
                         "latency.json instead of measuring them again")
+    parser.add_argument("--report", metavar="COMMAND", help="only rewrite the docs section from benchmarks/results/"
+                        "latency.json, naming COMMAND as the one that measured it")
     args = parser.parse_args(argv)
     path = ROOT / "benchmarks" / "results" / "latency.json"
+    if args.report:
+        saved = json.loads(path.read_text())
+        vars(args).update({k: v for k, v in saved["args"].items() if k not in ("report", "reuse")})
+        update_section("latency", markdown(saved["results"], args, args.report))
+        return 0
     args.previous = json.loads(path.read_text())["results"] if args.reuse and path.is_file() else []
     torch.set_num_threads(1)
     results = []
