@@ -121,3 +121,57 @@ def test_continue_finetune_false_ends_training_cleanly(data: Path, tmp_path: Pat
     assert pruning.saved == [0.2, 0.4] and not pruning.materialized
     assert (tmp_path / "work" / "thr_0.4.pth").is_file()
     assert not (tmp_path / "work" / "best_pruned.pth").exists()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(metric="params", latency=dict(file="lat.json")), "only it takes one"),
+    (dict(metric="latency", latency="lat.json"), "must be a dict with 'file'"),
+    (dict(metric="latency", latency=dict(file="lat.json", speed=2)), r"unknown key\(s\) \['speed'\]"),
+    (dict(metric="latency", latency=dict(file="lat.json", runs=0)), "latency.runs=0"),
+    (dict(metric="latency", latency=dict(file="lat.json", runs=2, rounds=3)), "at least latency.rounds=3"),
+])
+def test_bad_latency_arguments_are_refused(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        PruningHook(**kwargs)
+
+
+def test_missing_latency_file_names_the_stage(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="latency stage"):
+        PruningHook(metric="latency", latency=dict(file=str(tmp_path / "latency.json")))
+
+
+def test_latency_metric_re_measures_through_the_registered_meter(data: Path, tmp_path: Path) -> None:
+    """The hook's pruner gets the latency model and a measure of the cut model's inference forward (here a
+    deterministic meter of its MACs: nothing is timed), and each saved threshold records the measurements."""
+    from cpd.flops import count_macs
+    from cpd.mm.latency import METERS, register_meter
+    from cpd.mm.tasks import task_of
+    from cpd.prune.latency import profile_latency
+
+    def macs_meter(model, forward_fn, input_shape, runtime, threads, warmup, runs, rounds, baseline=None):
+        x = torch.randn(*input_shape)
+        return lambda m: 1e-4 + 1e-9 * count_macs(m, (x,), forward_fn)
+
+    deps = tiny_deps(tmp_path / "deps.json")
+    cfg = load_config(PRUNE_CONFIG, SMALL_VIT)
+    model = build_model(cfg).eval()
+    graph = comb(model, (torch.randn(2, 3, 64, 64),), forward_fn=seg_forward)
+    infer = task_of(cfg).infer_forward
+    measure = macs_meter(model, infer, (1, 3, 64, 64), "fake", 1, 0, 1, 1)
+    lm = profile_latency(model, graph, measure, "fake", (1, 3, 64, 64), round_to=4, align=False)
+    lm.save(tmp_path / "latency.json")
+    hook = {**HOOK, "prune_cfg": str(deps), "metric": "latency", "save_sparsity_thr": [0.1, 0.2],
+            "latency": dict(file=str(tmp_path / "latency.json"))}
+    saved = list(METERS)
+    register_meter(macs_meter)
+    try:
+        runner = train(PRUNE_CONFIG, tmp_path / "work", options(data, max_iters=8, hooks=[hook]))
+    finally:
+        METERS[:] = saved
+    pruning = next(h for h in runner.hooks if isinstance(h, PruningHook))
+    assert pruning.saved == [0.1, 0.2]
+    for t in (0.1, 0.2):
+        summary = read_checkpoint(tmp_path / "work" / f"thr_{t}.pth")[0]["summary"]
+        checks = summary["latency"]["checks"]
+        assert checks and checks[-1]["measured"] >= t - 5e-3 and summary["sparsity"] == checks[-1]["measured"]
+        assert summary["latency"]["baseline_s"] == lm.baseline

@@ -41,10 +41,13 @@ TINY = {
     "distill": {"max_iters": 4, "val_interval": 4, "warmup_iters": 1, "batch_size": 4, "workers": 0},
     "evaluate": {"batch_size": 8, "workers": 0},
     "export": {"warmup": 2, "runs": 20, "rounds": 2, "curve": False},
+    # measured only with prune.metric: latency; at 256x256 the tiny ViT's time is mostly arithmetic, not overhead
+    "latency": {"size": [256, 256], "warmup": 2, "runs": 10, "rounds": 2, "align": False},
 }
-STAGES = ("data", "train", "comb", "prune", "distill", "evaluate", "export", "summary")
+STAGES = ("data", "train", "comb", "latency", "prune", "distill", "evaluate", "export", "summary")
 #: Part of the line in which each stage prints its result.
-RESULTS = {"data": "data root: ", "train": "baseline: ", "comb": "prunable -> ", "prune": "reached ",
+RESULTS = {"data": "data root: ", "train": "baseline: ", "comb": "prunable -> ", "latency": "skipped: prune.metric",
+           "prune": "reached ",
            "distill": "distilled student -> ", "evaluate": "distilled mIoU ", "export": "speed-up ",
            "summary": "mIoU drop "}
 #: What the first ``dvc repro`` of the fixture printed (stdout and stderr, in order).
@@ -301,3 +304,31 @@ def test_a_stage_killed_midway_reruns_to_the_same_metrics(repo: Path, stage: str
     leftovers = [str(p.relative_to(repo)) for p in repo.rglob("*") if ".partial" in p.name or p.suffix == ".tmp"
                  if p.relative_to(repo).parts[0] not in (".dvc", ".git")]
     assert leftovers == []
+
+
+def test_latency_metric_prunes_to_a_measured_speed_up(repo: Path) -> None:
+    """``prune.metric=latency``: the latency stage measures the model, the prune stage re-measures at each
+    threshold, and the experiment runs through export and the summary."""
+    from cpd.importance.latency import read_latency_model
+    from cpd.prune.pruner import MEASURED_SLACK
+
+    try:
+        done = run(repo, "dvc", "exp", "run", "-n", "speed", "-S", "prune.metric=latency",
+                   "-S", "prune.thresholds=[0.1,0.2]", merge=True)
+        assert "[train] starting" not in done.stdout and "[latency] done" in done.stdout, done.stdout[-3000:]
+        lm = read_latency_model(repo / "outputs" / "latency" / "latency.json")
+        if lm.runtime == "onnxruntime-cpu":  # provider auto on a machine without CUDA says so
+            assert "cannot run CUDA on this machine; timing on the CPU" in done.stdout
+        assert lm.input_shape == (1, 3, 256, 256) and lm.groups and lm.baseline > 0
+        assert metrics(repo, "latency")["groups"] == len(lm.groups)
+        pruning = metrics(repo, "prune")
+        assert pruning["metric"] == "latency"
+        for t in ("0.1", "0.2"):
+            checks = pruning["thresholds"][t]["latency"]["checks"]
+            assert checks and all({"predicted", "measured", "seconds"} <= set(c) for c in checks)
+            assert checks[-1]["measured"] >= float(t) - MEASURED_SLACK
+            assert pruning["thresholds"][t]["sparsity"] == pytest.approx(checks[-1]["measured"], abs=1e-6)
+        assert "speed" in experiment_summaries(repo)
+    finally:
+        run(repo, "git", "checkout", "-q", "--", ".")
+        run(repo, "dvc", "checkout", "-q", check=False)

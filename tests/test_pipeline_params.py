@@ -31,7 +31,8 @@ def test_the_defaults_are_the_params_file() -> None:
 def test_dvc_yaml_lists_exactly_the_keys_each_stage_reads() -> None:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
-        expected = list(SECTIONS[name].keys()) if name in SECTIONS else []
+        cls = SECTIONS.get(name)
+        expected = [*cls.keys(), *getattr(cls, "ALSO_READS", ())] if cls is not None else []
         assert stage.get("params", []) == expected, name
         assert f"stages/{name}.py" in stage["deps"] and stage["cmd"].startswith(f"python -m stages.{name} ")
 

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
     ({"thresholds": (0.3, 0.3)}, r"strictly ascending"),
     ({"thresholds": ()}, r"non-empty"),
     ({"criterion": "hesian"}, r"criterion='hesian': not a registered importance; choose one of \[.*'hessian'"),
-    ({"metric": "macs"}, r"metric='macs': not supported; choose one of \['params', 'flops', 'channels'\]"),
+    ({"metric": "macs"}, r"metric='macs': not supported; choose one of \['params', 'flops', 'channels', 'latency'\]"),
     ({"interval": 0}, r"interval=0: must be an integer >= 1"),
     ({"round_to": 2.5}, r"round_to=2.5: must be an integer >= 1"),
     ({"step_fraction": 0.0}, r"step_fraction=0.0: must be in \(0, 1\]"),

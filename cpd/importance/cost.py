@@ -13,6 +13,9 @@ parameter's live size is the product over its axes of the live indices of each a
   although they shrink when heads go.  The pruner measures the true MACs of the cut model after each step.
 - ``channels``: the number of channels of the unit (the fewest indices any parameter member gives it,
   so a head counts its head dimension and a ``flatten -> Linear`` channel counts once).
+- ``latency`` (seconds on a runtime, predicted by a measured :class:`cpd.importance.latency.LatencyModel`):
+  a unit of ``c`` channels in a group now ``w`` channels wide costs ``t_g(w) - t_g(w - c)``; the total is
+  the model's additive prediction.  The pruner re-measures the cut model at each threshold.
 """
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ import numpy as np
 from torch import nn
 
 from cpd.graph.group import Group, Member
+from cpd.importance.latency import LatencyModel
 
-METRICS = ("params", "flops", "channels")
+METRICS = ("params", "flops", "channels", "latency")
 Dead = Mapping[int, np.ndarray]
 
 
@@ -47,13 +51,15 @@ class CostModel:
         groups: the groups whose units may be dead.
         param_macs: MACs attributed to each parameter (``count_param_macs``); needed for ``flops``.
         total_macs: MACs of the whole model, including products that multiply no parameter.
+        latency: the measured latency model; needed for ``latency``.
 
     Raises:
         ValueError: a group names a parameter the model does not have.
     """
 
     def __init__(self, model: nn.Module, groups: Sequence[Group], param_macs: Mapping[str, int] | None = None,
-                 total_macs: int = 0) -> None:
+                 total_macs: int = 0, latency: LatencyModel | None = None) -> None:
+        self.latency = latency
         self.shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
         self.groups = {g.id: g for g in groups}
         self._axes: dict[str, list[tuple[int, Member]]] = {}
@@ -78,10 +84,22 @@ class CostModel:
                 shape[m.dim] = int((~d[m.unit]).sum())
         return shape
 
+    def width(self, gid: int, dead: Dead) -> int:
+        """The live channels of group ``gid``."""
+        c = self.channels[gid]
+        return int(c[~dead[gid]].sum()) if gid in dead else int(c.sum())
+
+    def _latency(self) -> LatencyModel:
+        if self.latency is None:
+            raise ValueError("metric='latency' needs a latency model (cpd.prune.profile_latency); none was given")
+        return self.latency
+
     def total(self, dead: Dead, metric: str) -> float:
         """The model's size in ``metric`` with the dead units cut (``flops`` as estimated, see module doc)."""
         if metric == "channels":
             return float(sum(int(c[~dead[g]].sum()) if g in dead else int(c.sum()) for g, c in self.channels.items()))
+        if metric == "latency":
+            return self._latency().predict({g: self.width(g, dead) for g in self.channels})
         total = 0.0
         for name in self.shapes:
             n = float(np.prod(self.live_shape(name, dead)))
@@ -92,6 +110,8 @@ class CostModel:
         """What removing each unit of ``group`` alone would save now, in ``metric``."""
         if metric == "channels":
             return self.channels[group.id].astype(np.float64)
+        if metric == "latency":
+            return self._latency().unit_costs(group.id, self.width(group.id, dead), self.channels[group.id])
         cost = np.zeros(group.num_units)
         for m in group.members:
             if m.kind != "param":

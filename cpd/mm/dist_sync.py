@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from mmengine.dist import all_gather_object, all_reduce, get_rank, get_world_size
+from mmengine.dist import all_gather_object, all_reduce, broadcast_object_list, get_rank, get_world_size
 
 
 def distributed() -> bool:
@@ -59,3 +59,15 @@ def removed_digest_input(removed: Mapping[int, list[int]], sparsity: float) -> d
 
 
 __all__ = ["average_saliency_", "check_same_", "digest", "distributed", "removed_digest_input"]
+
+
+def from_rank0(fn: Callable[..., float]) -> Callable[..., float]:
+    """``fn`` run on rank 0 only, its result given to every rank (a timing differs per rank; the pruning
+    decision it feeds must not)."""
+    def wrapped(*args: Any) -> float:
+        if not distributed():
+            return fn(*args)
+        box = [fn(*args) if get_rank() == 0 else None]
+        broadcast_object_list(box, src=0)
+        return float(box[0])
+    return wrapped

@@ -55,6 +55,7 @@ from cpd.files import DocKind
 from cpd.graph.deps_io import graph_to_dict, load_deps
 from cpd.graph.group import DependencyGraph
 from cpd.mm.dist_sync import average_saliency_, check_same_, digest, removed_digest_input
+from cpd.mm.latency import LatencyOptions, hook_latency
 from cpd.mm.pruned import save_pruned_model
 from cpd.mm.rebuild import prune_target, remap_optimizer_, rewrap_, unwrap
 from cpd.mm.tasks import TASKS, Task, task_of
@@ -101,6 +102,9 @@ class PruningHook(Hook):
             None: do not save it.
         rule: ``'greater'`` or ``'less'``: which ``save_best`` values are better.
         out_dir: where the ``.pth`` files go (default: the runner's work dir).
+        latency: with ``metric='latency'``: ``dict(file=<latency model JSON>, threads=1, warmup=5, runs=40,
+            rounds=4, measure=True)`` (:class:`cpd.mm.latency.LatencyOptions`): the cut model's inference
+            forward is re-measured at each threshold on the file's runtime and input shape.
         **pruning: the :class:`cpd.prune.PruneConfig` options above.
 
     Raises:
@@ -112,7 +116,8 @@ class PruningHook(Hook):
 
     def __init__(self, prune_cfg: str | os.PathLike | None = None, continue_finetune: bool = True,
                  exclude: Sequence[str] = (), save_best: str | None = "main", rule: str = "greater",
-                 out_dir: str | os.PathLike | None = None, **pruning: Any) -> None:
+                 out_dir: str | os.PathLike | None = None, latency: Mapping[str, Any] | None = None,
+                 **pruning: Any) -> None:
         try:
             self.config = PruneConfig.from_dict(pruning, aliases=PruneConfig.ALIASES)
         except ValueError as e:
@@ -135,6 +140,17 @@ class PruningHook(Hook):
             raise ValueError(f"PruningHook: save_best={save_best!r} must be a metric name, 'main', 'auto' or None")
         if rule not in RULES:
             raise ValueError(f"PruningHook: rule={rule!r} must be one of {RULES}")
+        if (self.config.metric == "latency") != (latency is not None):
+            raise ValueError(f"PruningHook: latency={latency!r} with metric={self.config.metric!r}: metric='latency' "
+                             "needs latency=dict(file=<latency model JSON>, ...), and only it takes one")
+        try:
+            #: how the latency metric re-measures (None unless metric='latency').
+            self.latency = None if latency is None else LatencyOptions.from_dict(latency)
+        except ValueError as e:
+            raise ValueError(f"PruningHook: {e}") from None
+        if self.latency is not None and not Path(self.latency.file).is_file():
+            raise FileNotFoundError(f"PruningHook: latency.file={os.fspath(self.latency.file)!r} does not exist; "
+                                    "build it with the pipeline's latency stage (cpd.prune.latency.profile_latency)")
         #: the dependency JSON (the original's ``prune_cfg``), or None.
         self.deps_path = None if prune_cfg is None else os.fspath(prune_cfg)
         self.continue_finetune = continue_finetune
@@ -182,7 +198,10 @@ class PruningHook(Hook):
             print_log(f"PruningHook: combing the model on a {list(inputs.shape)} batch", logger="current")
             self.graph = comb(model, (inputs,), forward_fn=self.task.train_forward, exclude=self.exclude)
         check_same_("the dependency graph", digest(graph_to_dict(self.graph)))
-        self.pruner = Pruner(model, (inputs,), self.config, forward_fn=self.task.train_forward, graph=self.graph)
+        lm, measure = (None, None) if self.latency is None else hook_latency(model, self.task.infer_forward,
+                                                                              self.graph, self.latency)
+        self.pruner = Pruner(model, (inputs,), self.config, forward_fn=self.task.train_forward, graph=self.graph,
+                             latency=lm, measure=measure)
         # one decision on every rank: the saliency is averaged over the ranks before each step ranks it
         self.pruner.register_prune_pre_hook(average_saliency_)
         print_log(f"PruningHook: {len(self.pruner.groups)} prunable groups; pruning to "
@@ -230,6 +249,7 @@ class PruningHook(Hook):
         units = sum(len(u) for u in event.removed.values())
         print_log(f"PruningHook: step {event.iteration}: removed {units} units from {len(event.removed)} groups "
                   f"({event.batches} batches scored); {self.config.metric} sparsity {event.sparsity:.4f}"
+                  + (f" (predicted {event.predicted:.4f})" if event.predicted is not None else "")
                   + (" (target reached)" if event.done else ""), logger="current")
 
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:

@@ -157,8 +157,11 @@ def baseline_config(params: TrainParams, data_root: str, work_dir: str | os.Path
 
 def prune_config(base: Config, params: PruneParams, baseline: str | os.PathLike[str], deps: str | os.PathLike[str],
                  out_dir: str | os.PathLike[str], work_dir: str | os.PathLike[str],
-                 live_dir: str | os.PathLike[str]) -> Config:
+                 live_dir: str | os.PathLike[str], latency: str | os.PathLike[str] | None = None) -> Config:
     """The config that prunes the baseline with the PruningHook up to the target, then stops.
+
+    ``latency``: the latency model file (``cpd-latency``), needed with ``metric: latency``; the hook
+    re-measures the cut model at each threshold as the file's ``info`` says it was measured.
 
     The hook writes ``thr_<t>.pth`` to ``out_dir`` at each threshold (``continue_finetune=False``: the
     fine-tuning is the distill stage's).  With ``params.kd`` the model is a :class:`cpd.mm.distiller.Distiller`
@@ -177,6 +180,10 @@ def prune_config(base: Config, params: PruneParams, baseline: str | os.PathLike[
     with_checkpoints(cfg, -1)
     hook = dict(type="PruningHook", priority="LOWEST", prune_cfg=os.fspath(deps), continue_finetune=False,
                 save_best=None, out_dir=os.fspath(out_dir), **pruning.to_dict())
+    if pruning.metric == "latency":
+        if latency is None:
+            raise ValueError("prune.metric is 'latency': the prune config needs the latency model file")
+        hook["latency"] = dict(file=os.fspath(latency))
     with_hooks(cfg, live_dir, max_iters, [hook])
     with_imports(cfg, ["cpd.mm.pruning_hook"])
     _common(cfg, work_dir, params.seed, "prune")

@@ -17,11 +17,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 PARAMS_FILE = "params.yaml"
 DATA_SOURCES = ("digit_mosaic", "digit_pairs", "folder")
 PROVIDERS = ("auto", "cpu", "cuda")
+#: the latency model's runtime: onnxruntime (auto: CUDA when it runs, else the CPU), or torch eager.
+LATENCY_PROVIDERS = (*PROVIDERS, "torch")
 
 
 class ParamsError(ValueError):
@@ -194,6 +196,28 @@ class CombParams(Section):
 
 
 @dataclass(frozen=True)
+class LatencyParams(Section):
+    """``latency``: how the latency model is measured, when ``prune.metric`` is ``latency`` (else unused)."""
+
+    NAME = "latency"
+    #: keys of other sections the latency stage reads (whether to measure, and which widths the run reaches).
+    ALSO_READS: ClassVar[tuple[str, ...]] = ("prune.metric", "prune.round_to", "prune.min_keep")
+    provider: str = spec("auto", choice(LATENCY_PROVIDERS))
+    size: tuple[int, int] | None = spec(None, optional(size))
+    batch: int = spec(1, integer(1))
+    threads: int = spec(1, integer(0))
+    warmup: int = spec(5, integer(0))
+    runs: int = spec(40, integer(1))
+    rounds: int = spec(4, integer(1))
+    align: bool = spec(True, boolean)
+
+    def validate(self) -> None:
+        """Each model of a measurement runs at least once per round."""
+        if self.runs < self.rounds:
+            raise ParamsError(f"latency.runs={self.runs}: must be at least latency.rounds={self.rounds}")
+
+
+@dataclass(frozen=True)
 class PruneParams(Section):
     """``prune``: hook-driven pruning of the baseline to the thresholds (the last is the target)."""
 
@@ -287,7 +311,7 @@ class ExportParams(Section):
 
 
 SECTIONS: dict[str, type[Section]] = {cls.NAME: cls for cls in (
-    DataParams, TrainParams, CombParams, PruneParams, DistillParams, EvaluateParams, ExportParams)}
+    DataParams, TrainParams, CombParams, LatencyParams, PruneParams, DistillParams, EvaluateParams, ExportParams)}
 
 # YAML 1.2 floats: PyYAML (YAML 1.1) reads ``5e-4`` as a string, DVC's ruamel.yaml as a number.
 _FLOAT = re.compile(r"^[-+]?(?:(?:[0-9][0-9_]*)\.[0-9_]*|\.[0-9_]+|[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?$"

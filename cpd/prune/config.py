@@ -25,7 +25,10 @@ class PruneConfig:
             past the next threshold, so the run passes through a model at each (to save, as the original
             ``save_sparsity_thr``); pruning stops at the target.
         metric: what sparsity measures: ``params`` (parameters), ``flops`` (MACs at the example input
-            size) or ``channels`` (channels of the prunable groups).  ``sparsity = 1 - now / original``.
+            size), ``channels`` (channels of the prunable groups) or ``latency`` (seconds on a runtime,
+            from a measured latency model and re-measured at each threshold; the pruner needs the model,
+            see :mod:`cpd.prune.latency`).  ``sparsity = 1 - now / original``, so a latency threshold
+            ``t`` is a ``1 / (1 - t)`` speed-up (0.5: twice as fast).
         round_to: channels removed together in channel groups, so kept widths stay multiples of it
             (halved for groups too small to keep a multiple above their floor).  Heads go one at a time.
         step_fraction: how much one pruning step removes, as a fraction of the original metric

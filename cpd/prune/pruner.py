@@ -19,6 +19,15 @@ Lifecycle (as torchao's sparsifier: prepare, step, squash)::
 ``pruner.register_prune_pre_hook(fn)`` runs ``fn(saliency)`` right before each pruning step ranks the units
 (under DDP: average the saliency over ranks there).
 Pruning steps: see :mod:`cpd.prune.schedule` for which units go and :class:`PruneConfig` for how much.
+
+``metric="latency"``: the cost of each unit comes from a measured
+:class:`~cpd.importance.latency.LatencyModel` (:func:`cpd.prune.latency.profile_latency`), and with a
+``measure`` callback the whole cut model is re-measured after every pruning step: the sparsity reported is
+``1 - measured / baseline``.  After each measurement the prediction is scaled by ``measured / predicted``
+sparsity (the *correction*, kept for the later steps); a step short of its goal prunes on, and a step more
+than ``OVERSHOOT`` past the next threshold gives its removals back and takes again, up to
+``MAX_CORRECTIONS`` times; every measurement is recorded (``pruner.checks``, the plan's summary) with the
+prediction beside it.
 """
 from __future__ import annotations
 
@@ -37,6 +46,7 @@ from cpd.flops import count_macs, count_param_macs
 from cpd.graph.forward import run_forward
 from cpd.graph.group import DependencyGraph, fingerprint
 from cpd.importance import IMPORTANCES, CostModel, ImportanceContext, SaliencyAccumulator, build_importance
+from cpd.importance.latency import LatencyModel
 from cpd.prune.config import PruneConfig
 from cpd.prune.live_norm import attach_live_norms, strip_live_norms_
 from cpd.prune.masks import MaskSet
@@ -52,6 +62,13 @@ EPS = 1e-9
 #: no step goes more than this share of the original metric past the next threshold, when some removal fits
 #: (see ``cpd.prune.schedule.select``): a step that ends on a threshold lands on it.
 LANDING = 2e-3
+#: re-measurements of one step that falls short of its threshold (each corrects the prediction first).
+MAX_CORRECTIONS = 4
+#: a measured latency sparsity this close below a threshold reaches it (timings on a loaded machine wobble
+#: by about this much; without it the pruner would chase the noise past the threshold).
+MEASURED_SLACK = 5e-3
+#: a timed step that lands more than this past the next threshold gives its removals back and takes again.
+OVERSHOOT = 0.02
 
 
 class Pruner:
@@ -64,14 +81,19 @@ class Pruner:
         forward_fn: ``forward_fn(model, *inputs)`` returning every output (default ``model(*inputs)``).
         graph: the model's dependency graph (default: comb the model now).
         macs_inputs: inputs at which MACs are counted (default ``inputs``).
+        latency: the measured latency model, needed for ``metric="latency"`` (same fingerprint and groups).
+        measure: ``measure(cut copy of the model) -> seconds`` on the latency model's runtime and input
+            shape; None: the latency sparsity is the latency model's prediction only.
 
     Raises:
-        ValueError: a bad config, or a graph made for another architecture.
+        ValueError: a bad config, a graph made for another architecture, or ``metric="latency"`` without a
+            latency model that fits.
     """
 
     def __init__(self, model: nn.Module, inputs: Sequence[Any] | torch.Tensor, config: PruneConfig | None = None,
                  *, forward_fn: Callable[..., Any] | None = None, graph: DependencyGraph | None = None,
-                 macs_inputs: Sequence[Any] | None = None) -> None:
+                 macs_inputs: Sequence[Any] | None = None, latency: LatencyModel | None = None,
+                 measure: Callable[[nn.Module], float] | None = None) -> None:
         config = PruneConfig() if config is None else config
         if not isinstance(config, PruneConfig):
             raise ValueError(f"config must be a PruneConfig, got {type(config).__name__}")
@@ -86,6 +108,13 @@ class Pruner:
         self.inputs = inputs
         self.macs_inputs = tuple(macs_inputs) if macs_inputs is not None else inputs
         self.groups = graph.prunable()
+        if config.metric == "latency":
+            if latency is None:
+                raise ValueError("metric='latency' needs a latency model: build one with "
+                                 "cpd.prune.latency.profile_latency (the pipeline's latency stage) and pass latency=")
+            latency.check_fits(graph.fingerprint, groups=[g.id for g in self.groups])
+        self.latency = latency if config.metric == "latency" else None
+        self.measure_fn = measure if config.metric == "latency" else None
         self.masks = MaskSet(model, self.groups)
         self.saliency = SaliencyAccumulator(model, self.groups,
                                             diagonal=bool(getattr(IMPORTANCES[config.criterion], "needs_diagonal", False)))
@@ -94,10 +123,15 @@ class Pruner:
         param_macs, total_macs = ({}, 0)
         if config.metric == "flops":
             param_macs, total_macs = count_param_macs(model, self.macs_inputs, forward_fn)
-        self.costs = CostModel(model, self.groups, param_macs, total_macs)
+        self.costs = CostModel(model, self.groups, param_macs, total_macs, self.latency)
         self.limits = {g.id: limits_of(g, self.costs.channels[g.id], config.round_to, config.min_keep)
                        for g in self.groups}
-        self.original = float(total_macs) if config.metric == "flops" else self.costs.total({}, config.metric)
+        self.original = (float(total_macs) if config.metric == "flops" else self.latency.baseline if self.latency
+                         else self.costs.total({}, config.metric))
+        #: measured / predicted latency saving at the last measurement (1: the prediction is trusted).
+        self.correction = 1.0
+        #: every latency measurement: iteration, goal, predicted, corrected prediction, measured, seconds.
+        self.checks: list[dict[str, Any]] = []
         self.iteration = 0
         self.sparsity = 0.0
         self.reached: list[float] = []
@@ -116,7 +150,12 @@ class Pruner:
     @property
     def done(self) -> bool:
         """The target is reached, or no group can lose another unit."""
-        return self.exhausted or self.sparsity >= self.config.target - EPS
+        return self.exhausted or self.sparsity >= self.config.target - self.slack
+
+    @property
+    def slack(self) -> float:
+        """How far below a threshold the sparsity may be and still reach it (``MEASURED_SLACK`` when timed)."""
+        return MEASURED_SLACK if self.measure_fn is not None else EPS
 
     def accumulate(self) -> None:
         """Add the current gradients (one batch) to the importance; call after every ``backward()``."""
@@ -199,12 +238,41 @@ class Pruner:
             raise RuntimeError(f"criterion {cfg.criterion!r} needs pruner.accumulate() after every backward(); "
                                "no batch was accumulated since the last pruning step")
         before, batches = self.sparsity, self.saliency.batches
-        upcoming = [t for t in cfg.thresholds if t > before + EPS]
+        # a threshold reached within the slack stays reached, though the sparsity may sit just below it
+        upcoming = [t for t in cfg.thresholds if t > before + EPS and t not in self.reached]
         goal = min(before + cfg.step_size, upcoming[0]) if upcoming else before
         scores = self.scores()
         start = self.masks.removed()
+        threshold = upcoming[0] if upcoming else None
+        timed = self.measure_fn is not None
+        self._guarded_fill(goal, scores, start, threshold)
+        self.sparsity = self.measure(goal if timed else None)
+        for _ in range(MAX_CORRECTIONS if timed else 0):
+            self._correct(self.checks[-1])
+            over = threshold is not None and self.sparsity > threshold + OVERSHOOT
+            if not over and (self.sparsity >= goal - self.slack or self.exhausted):
+                break
+            if over:  # give this step's removals back and take again with the corrected prediction
+                self.masks.set_({g: np.isin(np.arange(d.size), start.get(g, [])) for g, d in self.masks.dead.items()})
+                self.exhausted = False
+            self._guarded_fill(goal, scores, start, threshold)
+            self.sparsity = self.measure(goal)
+        if timed:
+            self._correct(self.checks[-1])
+        self.saliency.reset()
+        crossed = tuple(t for t in upcoming if t <= self.sparsity + self.slack)
+        self.reached.extend(crossed)
+        predicted = self._predicted() if self.latency is not None else None
+        event = PruneEvent(self.iteration, self._step_removals(start), self.sparsity, crossed, self.done, batches,
+                           predicted)
+        self.history.append(event)
+        return event
+
+    def _guarded_fill(self, goal: float, scores: Mapping[int, np.ndarray], start: Mapping[int, list[int]],
+                      threshold: float | None) -> None:
+        """``_fill`` to ``goal``, then freeze the groups whose removals of this step break the cut model."""
         for _ in range(3):
-            self._fill(goal, scores, upcoming[0] if upcoming else None)
+            self._fill(goal, scores, threshold)
             step = self._step_removals(start)
             bad = {}
             if step and self.twin.breaks(self.masks.removed()):
@@ -212,16 +280,20 @@ class Pruner:
             if not bad:
                 break
             for gid, why in bad.items():
-                warnings.warn(f"group {gid} is frozen: {why}", stacklevel=2)
+                warnings.warn(f"group {gid} is frozen: {why}", stacklevel=3)
                 self.frozen[gid] = why
             self.masks.set_({g: np.isin(np.arange(self.masks.dead[g].size), start.get(g, [])) for g in bad})
-        self.saliency.reset()
-        self.sparsity = self.measure()
-        crossed = tuple(t for t in cfg.thresholds if before + EPS < t <= self.sparsity + EPS)
-        self.reached.extend(crossed)
-        event = PruneEvent(self.iteration, self._step_removals(start), self.sparsity, crossed, self.done, batches)
-        self.history.append(event)
-        return event
+
+    def _predicted(self, dead: Mapping[int, np.ndarray] | None = None) -> float:
+        """The sparsity the cost model predicts (uncorrected)."""
+        dead = self.masks.dead if dead is None else dead
+        return 1.0 - self.costs.total(dead, self.config.metric) / self.original
+
+    def _correct(self, check: Mapping[str, Any]) -> None:
+        """Scale later predictions by the measured / predicted saving of ``check`` (bounded: one bad timing
+        must not make the pruner remove, or keep, four times what it should)."""
+        if check["predicted"] > EPS and check["measured"] > EPS:
+            self.correction = float(np.clip(check["measured"] / check["predicted"], 0.25, 4.0))
 
     def _fill(self, goal: float, scores: Mapping[int, np.ndarray], threshold: float | None = None) -> None:
         """Kill the lowest-scoring removals until the estimated sparsity reaches ``goal`` (costs re-estimated).
@@ -230,10 +302,12 @@ class Pruner:
         are passed over (see ``select``), so the step that ends on it lands on it.
         """
         metric = self.config.metric
+        # the costs are the cost model's (uncorrected) savings: a corrected sparsity gap is scaled back to them
+        scale = self.original / self.correction
         for _ in range(MAX_ROUNDS):
             dead = self.masks.dead
-            now = 1.0 - self.costs.total(dead, metric) / self.original
-            need = (goal - now) * self.original
+            now = self.correction * self._predicted(dead)
+            need = (goal - now) * scale
             if need <= EPS * self.original:
                 return
             options = {}
@@ -242,8 +316,13 @@ class Pruner:
                     continue
                 costs = self.costs.unit_costs(g, dead, metric)
                 weights = costs if self.importance.cost_normalized else np.ones(g.num_units)
-                options[g.id] = group_removals(g.id, dead[g.id], scores[g.id], weights, costs, self.limits[g.id])
-            limit = None if threshold is None else (threshold + LANDING - now) * self.original
+                score = scores[g.id]
+                if metric == "latency":
+                    # a unit the measurements say saves no time is never taken for the speed (it would be
+                    # free, and every criterion not divided by the cost would take all of them first)
+                    score = np.where(costs > 0, score, np.inf)
+                options[g.id] = group_removals(g.id, dead[g.id], score, weights, costs, self.limits[g.id])
+            limit = None if threshold is None else (threshold + LANDING - now) * scale
             picked = select(options, need, limit)
             if not picked:
                 self.exhausted = True
@@ -255,8 +334,21 @@ class Pruner:
         out = {g: sorted(set(u) - set(start.get(g, []))) for g, u in now.items()}
         return {g: u for g, u in out.items() if u}
 
-    def measure(self) -> float:
-        """The sparsity of the masked model in the metric (MACs by counting the cut model, exactly)."""
+    def measure(self, goal: float | None = None) -> float:
+        """The sparsity of the masked model in the metric (MACs by counting the cut model, exactly).
+
+        Latency: with a ``goal`` and a ``measure`` callback, the cut model is timed (and the measurement
+        recorded in :attr:`checks`); otherwise the corrected prediction.
+        """
+        if self.config.metric == "latency":
+            predicted = self._predicted()
+            if goal is None or self.measure_fn is None:
+                return self.correction * predicted
+            seconds = float(self.measure_fn(self._cut_copy().eval()))
+            measured = 1.0 - seconds / self.original
+            self.checks.append({"iteration": self.iteration, "goal": goal, "predicted": predicted,
+                                "corrected": self.correction * predicted, "measured": measured, "seconds": seconds})
+            return measured
         if self.config.metric != "flops":
             return 1.0 - self.costs.total(self.masks.dead, self.config.metric) / self.original
         if not self.masks.removed():
@@ -270,14 +362,22 @@ class Pruner:
         cfg = self.config
         summary = {"metric": cfg.metric, "sparsity": self.sparsity, "criterion": cfg.criterion,
                    "iteration": self.iteration, "original": self.original, "config": cfg.to_dict()}
+        if self.latency is not None:
+            summary["latency"] = {"runtime": self.latency.runtime, "input_shape": list(self.latency.input_shape),
+                                  "baseline_s": self.latency.baseline, "predicted": self._predicted(),
+                                  "correction": self.correction, "checks": [dict(c) for c in self.checks]}
         return make_plan(self.graph, self.masks.removed(), summary)
 
     def export(self) -> tuple[nn.Module, dict]:
         """A physically pruned copy of the model and its plan; the masked model trains on."""
         self._alive()
+        return self._cut_copy(), self.plan()
+
+    def _cut_copy(self) -> nn.Module:
+        """A real copy of the masked model with the dead units cut (the masked model is not changed)."""
         pruned = self.twin.copy(meta=False)
         cut_(pruned, self.graph, self.masks.removed())
-        return pruned, self.plan()
+        return pruned
 
     def materialize_(self) -> dict:
         """Make the masks physical in place: hooks go, dead units are cut.  Build a new optimizer after.
@@ -331,6 +431,7 @@ class Pruner:
             iteration=self.iteration, sparsity=float(self.sparsity), reached=list(self.reached),
             exhausted=self.exhausted, frozen=dict(self.frozen), dead=self.masks.removed(),
             saliency=self.saliency.state_dict(), rng=self.rng.bit_generator.state, history=list(self.history),
+            correction=self.correction, checks=[dict(c) for c in self.checks],
         ).to_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -356,6 +457,7 @@ class Pruner:
         self.rng.bit_generator.state = s.rng
         self.iteration, self.sparsity, self.reached = s.iteration, s.sparsity, list(s.reached)
         self.exhausted, self.frozen, self.history = s.exhausted, dict(s.frozen), list(s.history)
+        self.correction, self.checks = s.correction, [dict(c) for c in s.checks]
 
 
 def _merged(before: Mapping[int, Sequence[int]], step: Mapping[int, Sequence[int]],

@@ -28,6 +28,7 @@ class PruneEvent:
         crossed: the thresholds this step crossed (save a model for each).
         done: the target is reached, or nothing more can go.
         batches: batches whose saliency this step ranked.
+        predicted: ``metric="latency"``: the sparsity the latency model predicts (uncorrected); else None.
     """
 
     iteration: int
@@ -36,12 +37,13 @@ class PruneEvent:
     crossed: tuple[float, ...]
     done: bool
     batches: int
+    predicted: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (group ids as strings, as in JSON)."""
         return {"iteration": self.iteration, "removed": {str(g): list(u) for g, u in self.removed.items()},
                 "sparsity": float(self.sparsity), "crossed": list(self.crossed), "done": self.done,
-                "batches": self.batches}
+                "batches": self.batches, "predicted": self.predicted}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PruneEvent":
@@ -49,7 +51,7 @@ class PruneEvent:
         return cls(int(d["iteration"]), {int(g): [int(x) for x in u] for g, u in d["removed"].items()},
                    float(d["sparsity"]), tuple(float(t) for t in d.get("crossed", d.get("thresholds", ()))),
                    bool(d["done"]),
-                   int(d["batches"]))
+                   int(d["batches"]), None if d.get("predicted") is None else float(d["predicted"]))
 
 
 @dataclass
@@ -68,6 +70,8 @@ class PrunerState:
         saliency: the saliency accumulator's state (:meth:`SaliencyAccumulator.state_dict`).
         rng: the random generator's ``bit_generator.state``.
         history: every pruning step so far.
+        correction: ``metric="latency"``: measured / predicted saving at the last measurement.
+        checks: ``metric="latency"``: every measurement (``Pruner.checks``).
     """
 
     fingerprint: str
@@ -82,6 +86,8 @@ class PrunerState:
     saliency: dict[str, Any] = field(default_factory=dict)
     rng: dict[str, Any] = field(default_factory=dict)
     history: list[PruneEvent] = field(default_factory=list)
+    correction: float = 1.0
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The state as plain values and CPU tensors, with its format header."""
@@ -90,7 +96,8 @@ class PrunerState:
                 "reached": [float(t) for t in self.reached], "exhausted": self.exhausted,
                 "frozen": {str(g): why for g, why in self.frozen.items()},
                 "dead": {str(g): list(u) for g, u in self.dead.items()},
-                "saliency": self.saliency, "rng": self.rng, "history": [e.to_dict() for e in self.history]}
+                "saliency": self.saliency, "rng": self.rng, "history": [e.to_dict() for e in self.history],
+                "correction": float(self.correction), "checks": [dict(c) for c in self.checks]}
 
     @classmethod
     def from_dict(cls, d: Any) -> "PrunerState":
@@ -105,7 +112,8 @@ class PrunerState:
                    reached=[float(t) for t in d["reached"]], exhausted=bool(d["exhausted"]),
                    frozen={int(g): str(why) for g, why in d["frozen"].items()},
                    dead={int(g): [int(u) for u in units] for g, units in d["dead"].items()},
-                   saliency=d["saliency"], rng=d["rng"], history=[PruneEvent.from_dict(e) for e in d["history"]])
+                   saliency=d["saliency"], rng=d["rng"], history=[PruneEvent.from_dict(e) for e in d["history"]],
+                   correction=float(d.get("correction", 1.0)), checks=[dict(c) for c in d.get("checks", [])])
 
     def check_fits(self, fingerprint: str, criterion: str, metric: str, num_units: Mapping[int, int]) -> None:
         """Refuse a state saved for another architecture, criterion, metric or set of groups.

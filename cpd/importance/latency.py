@@ -1,0 +1,203 @@
+"""A latency model: what each group's width costs in measured time on one runtime, at one input size.
+
+Parameters and MACs are counted; latency must be measured.  A :class:`LatencyModel` holds, per prunable
+group, the measured latency of the whole model with only that group cut to a few widths (the other groups
+whole), on a named runtime (``onnxruntime-cpu``, ``torch-eager``, ...) at the deployment input shape and
+batch.  From it (see docs/pruning.md):
+
+- ``t_g(w)``: the group's curve, piecewise-linear through its measured points (the last one: the full
+  width ``W_g`` at the baseline) after making them non-decreasing in the width (a narrower layer is never
+  slower; what the noise says otherwise is pooled away);
+- the predicted latency of a model whose groups keep widths ``w_g``:
+  ``T(w) = baseline - sum_g (t_g(W_g) - t_g(w_g))`` (the savings of the groups add up; ``T(W) = baseline``);
+- the cost of a unit of ``c`` channels in a group now ``w`` wide: ``t_g(w) - t_g(w - c)``.
+
+The additive prediction ignores interactions between groups (two cuts that each free a memory-bound
+layer); the pruner re-measures the whole cut model at each threshold and corrects it.  Widths are in
+channels (:func:`cpd.importance.cost.channels_per_unit`; a head counts its head dimension).
+
+File format (``format: "cpd-latency"``, ``version: 1``), written beside the dependency JSON::
+
+    {"format": "cpd-latency", "version": 1, "fingerprint": "<16 hex>", "runtime": "onnxruntime-cpu",
+     "input_shape": [1, 3, 512, 512], "baseline_s": 0.0123,
+     "groups": {"3": {"widths": [8, 16, 32], "seconds": [0.010, 0.011, 0.0123]}},
+     "info": {...}}   # how it was measured (threads, runs, versions), and any round_to measurements
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cpd.files import DocKind, write_json_atomic
+from cpd.safe_load import read_document
+
+LATENCY = DocKind("cpd-latency", 1, "latency model")
+
+
+def monotone(values: Sequence[float]) -> np.ndarray:
+    """The non-decreasing sequence closest to ``values`` in least squares (pool-adjacent-violators)."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for v in values:
+        blocks.append([float(v), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            m2, n2 = blocks.pop()
+            m1, n1 = blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    return np.concatenate([np.full(int(n), m) for m, n in blocks]) if blocks else np.zeros(0)
+
+
+@dataclass(frozen=True)
+class GroupCurve:
+    """Measured latency of the whole model with one group cut to each width.
+
+    Attributes:
+        widths: kept channels, strictly ascending; the last is the group's full width.
+        seconds: the measured latency at each width (the last: the baseline).
+    """
+
+    widths: tuple[int, ...]
+    seconds: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.widths) != len(self.seconds) or not self.widths:
+            raise ValueError(f"a group curve needs one time per width, got widths={list(self.widths)} and "
+                             f"seconds={list(self.seconds)}")
+        if any(b <= a for a, b in zip(self.widths, self.widths[1:])) or self.widths[0] < 1:
+            raise ValueError(f"widths={list(self.widths)}: must be strictly ascending positive channel counts")
+        if not all(np.isfinite(self.seconds)) or min(self.seconds) <= 0:
+            raise ValueError(f"seconds={list(self.seconds)}: must be positive, finite times")
+        object.__setattr__(self, "_fit", monotone(self.seconds))
+
+    def at(self, width: float | np.ndarray) -> np.ndarray:
+        """``t_g(width)``: the monotone piecewise-linear fit; below the narrowest width measured, the first
+        segment's slope goes on (down to zero width); above the full width, the time stays the baseline's."""
+        w = np.asarray(width, dtype=np.float64)
+        xs, ys = np.asarray(self.widths, dtype=np.float64), self._fit  # type: ignore[attr-defined]
+        out = np.interp(w, xs, ys)
+        if len(xs) > 1:
+            slope = (ys[1] - ys[0]) / (xs[1] - xs[0])
+            out = np.where(w < xs[0], ys[0] - slope * (xs[0] - w), out)
+        return out
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """Per-group latency curves of one model on one runtime at one input shape (see the module docstring).
+
+    Attributes:
+        fingerprint: the architecture measured (:func:`cpd.graph.fingerprint`).
+        runtime: where it was measured (``onnxruntime-cpu``, ``onnxruntime-cuda``, ``torch-eager``, ...).
+        input_shape: the deployment input shape, batch included.
+        baseline: the unpruned model's measured latency, in seconds.
+        groups: group id -> its curve.
+        info: how it was measured (free-form, JSON-ready).
+    """
+
+    fingerprint: str
+    runtime: str
+    input_shape: tuple[int, ...]
+    baseline: float
+    groups: Mapping[int, GroupCurve]
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.baseline, (int, float)) and np.isfinite(self.baseline) and self.baseline > 0):
+            raise ValueError(f"baseline={self.baseline!r}: must be a positive time in seconds")
+        object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+
+    def predict(self, widths: Mapping[int, float]) -> float:
+        """``T(w)``: the predicted latency with group ``g`` kept ``widths[g]`` channels wide (others whole)."""
+        saved = sum(float(self.groups[g].at(self.groups[g].widths[-1]) - self.groups[g].at(w))
+                    for g, w in widths.items() if g in self.groups)
+        return self.baseline - saved
+
+    def unit_costs(self, gid: int, width: float, channels: np.ndarray) -> np.ndarray:
+        """What removing each unit alone would save now: ``t_g(width) - t_g(width - channels[u])``.
+
+        Args:
+            gid: the group.
+            width: its kept channels now.
+            channels: channels of each of its units.
+
+        Returns:
+            Seconds per unit (zeros for a group the model does not hold).
+        """
+        channels = np.asarray(channels, dtype=np.float64)
+        if gid not in self.groups:
+            return np.zeros(channels.shape)
+        curve = self.groups[gid]
+        return np.maximum(float(curve.at(width)) - curve.at(width - channels), 0.0)
+
+    def check_fits(self, fingerprint: str, runtime: str | None = None, input_shape: Sequence[int] | None = None,
+                   groups: Sequence[int] | None = None, where: str = "") -> None:
+        """Refuse a latency model measured for another architecture, runtime, input shape or set of groups.
+
+        Args:
+            fingerprint: the model's fingerprint.
+            runtime, input_shape: what the caller deploys on (None: not checked).
+            groups: the group ids the caller prunes (None: not checked).
+            where: the file, named at the start of the message.
+
+        Raises:
+            ValueError: one line naming what differs.
+        """
+        prefix = f"{where}: " if where else "latency model: "
+        if fingerprint != self.fingerprint:
+            raise ValueError(f"{prefix}measured for a model with fingerprint {self.fingerprint}, this model has "
+                             f"{fingerprint}: build the latency model again for this model")
+        if runtime is not None and runtime != self.runtime:
+            raise ValueError(f"{prefix}measured on runtime {self.runtime!r}, not {runtime!r}: build it on the "
+                             "runtime you deploy on")
+        if input_shape is not None and tuple(int(d) for d in input_shape) != self.input_shape:
+            raise ValueError(f"{prefix}measured at input shape {list(self.input_shape)}, not "
+                             f"{[int(d) for d in input_shape]}: build it at the deployment input size and batch")
+        missing = sorted(set(groups or ()) - set(self.groups))
+        if missing:
+            raise ValueError(f"{prefix}has no curve for the prunable group(s) {missing}; it holds groups "
+                             f"{sorted(self.groups)}: build it from the same dependency JSON")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document (see the module docstring)."""
+        return {**LATENCY.header(), "fingerprint": self.fingerprint, "runtime": self.runtime,
+                "input_shape": list(self.input_shape), "baseline_s": float(self.baseline),
+                "groups": {str(g): {"widths": [int(w) for w in c.widths], "seconds": [float(s) for s in c.seconds]}
+                           for g, c in sorted(self.groups.items())},
+                "info": dict(self.info)}
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "") -> "LatencyModel":
+        """Read :meth:`to_dict`'s document.
+
+        Raises:
+            ValueError: not a latency model, another version, or a malformed field (named).
+        """
+        LATENCY.check(doc, where)
+        prefix = f"{where}: " if where else ""
+        try:
+            groups = {int(g): GroupCurve(tuple(int(w) for w in c["widths"]), tuple(float(s) for s in c["seconds"]))
+                      for g, c in doc["groups"].items()}
+            return cls(str(doc["fingerprint"]), str(doc["runtime"]), tuple(doc["input_shape"]),
+                       float(doc["baseline_s"]), groups, dict(doc.get("info", {})))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{prefix}malformed latency model ({type(e).__name__}: {e}); expected the keys "
+                             "fingerprint, runtime, input_shape, baseline_s, groups") from None
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the document atomically (indented, so a diff shows what changed)."""
+        write_json_atomic(self.to_dict(), path, indent=1)
+
+
+def read_latency_model(path: str | os.PathLike[str]) -> LatencyModel:
+    """Load a latency model file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        cpd.safe_load.BadFileError: not JSON, not a latency model, another version, or a malformed one (a
+            ValueError; one line naming the file).
+    """
+    return read_document(path, "latency model", LatencyModel.from_dict,
+                         "a cpd-latency file written by cpd.prune.profile_latency")

@@ -1,0 +1,225 @@
+"""Build a :class:`cpd.importance.latency.LatencyModel` by measurement, and measure what ``round_to`` is worth.
+
+The core never times anything itself: the caller passes ``measure(model) -> seconds``, which runs a cut
+copy on the deployment runtime (``cpd.export.onnx_latency`` exports it and times it with onnxruntime;
+a test passes a deterministic function of the cut model).  What happens here is the plan of the
+measurements: per prunable group, real copies of the model with only that group cut to a few widths
+(``fractions`` of its full width, reached by the schedule's own removals, so the widths respect
+``round_to`` and the floors), each measured once; the baseline is measured first.
+
+*Noise.*  On a shared machine one group's effect on the whole model's time is often smaller than the timing
+noise (a backbone layer of a model whose time sits in its decode head), and a sum of twenty noisy savings
+predicts nonsense.  With ``macs`` (``macs(model) -> MACs``), the baseline is measured ``repeats`` times and
+every point gets a *prior* ``baseline - rate * (MACs saved)``, ``rate`` the least-squares seconds per MAC over
+every measured point.  The noise ``sigma`` is the largest of the baseline repeats' spread, the robust spread
+of the points around their priors (``1.4826 * MAD``) and ``min_noise`` of the baseline.  A point within
+``3 * sigma`` of its prior takes the prior (the measurement cannot tell them apart, and the prior is smooth
+and additive); a point outside is measured ``retries`` more times and, if the median of its measurements
+is still outside, keeps that median (the runtime differs from MACs there: a memory-bound layer, an
+attention product).  Every decision is kept in ``info["points"]``.
+
+``round_to``: on the group whose curve is steepest, widths ``W``, ``W - 1``, ``W - 8``, ``W - 16`` and
+``W - 32`` (``W`` a multiple of 32) are measured.  Those between ``W`` and ``W - 32`` should lie on the line
+between the two; the excess of a width over that line is what its misalignment costs.  The suggestion
+is the smallest of 1, 8, 16, 32 such that no width aligned to it (or to a larger multiple) costs more
+than ``tolerance`` of the baseline.  It is only reported: the user's ``round_to`` is never changed.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from cpd.graph.group import DependencyGraph, Group
+from cpd.importance.cost import channels_per_unit
+from cpd.importance.latency import GroupCurve, LatencyModel
+from cpd.prune.schedule import group_removals, limits_of
+from cpd.surgery import cut_, prepare_
+
+Measure = Callable[[nn.Module], float]
+#: widths measured per group, as fractions of its full width (the nearest width the schedule allows).
+FRACTIONS = (0.25, 0.5, 0.75)
+ALIGNMENTS = (1, 8, 16, 32)
+
+
+def widths_reachable(group: Group, round_to: int, min_keep: float) -> list[tuple[int, list[int]]]:
+    """Every width the schedule can cut ``group`` to, narrowest last, with the units removed to get there.
+
+    Units are taken from the end of the group (which units go does not change the time, only how many).
+    """
+    channels = channels_per_unit(group)
+    limits = limits_of(group, channels, round_to, min_keep)
+    n = group.num_units
+    removals = group_removals(group.id, np.zeros(n, dtype=bool), -np.arange(n, dtype=np.float64), np.ones(n),
+                              np.zeros(n), limits)
+    out, gone = [], []
+    full = int(channels.sum())
+    for r in removals:
+        gone = gone + list(r.units)
+        out.append((full - int(channels[gone].sum()), sorted(gone)))
+    return out
+
+
+def cut_copy(model: nn.Module, graph: DependencyGraph, removed: Mapping[int, Sequence[int]]) -> nn.Module:
+    """A real (not meta) copy of ``model`` in eval mode with ``removed`` (``{group: units}``) cut."""
+    twin = copy.deepcopy(model)
+    prepare_(twin)
+    cut_(twin, graph, {g: list(u) for g, u in removed.items() if len(u)})
+    return twin.eval()
+
+
+def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, runtime: str,
+                    input_shape: Sequence[int], *, round_to: int = 8, min_keep: float = 0.1,
+                    fractions: Sequence[float] = FRACTIONS, align: bool = True, tolerance: float = 0.01,
+                    macs: Callable[[nn.Module], float] | None = None, repeats: int = 3, min_noise: float = 0.01,
+                    retries: int = 2,
+                    info: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = None) -> LatencyModel:
+    """Measure how each prunable group's width changes the latency of the whole model.
+
+    Args:
+        model: the unpruned model (not changed; copies are cut).
+        graph: its dependency graph (``comb``).
+        measure: ``measure(cut copy) -> seconds`` on the deployment runtime at ``input_shape``.
+        runtime: the runtime's name, kept in the model and checked by its users (``onnxruntime-cpu``, ...).
+        input_shape: the deployment input shape, batch included (recorded; ``measure`` uses it).
+        round_to, min_keep: the pruning run's, so the measured widths are widths the run can reach.
+        fractions: the widths to measure per group, as fractions of its full width, in (0, 1).
+        align: also measure what ``round_to`` is worth (module docstring); the result goes to ``info``.
+        tolerance: for the ``round_to`` suggestion, the excess (share of the baseline) that counts.
+        macs: ``macs(cut copy) -> MACs`` at the deployment input; None: every point is its measurement.
+        repeats: with ``macs``, measurements of the baseline that give the noise (>= 2 for a spread).
+        min_noise: the least noise assumed, as a share of the baseline.
+        retries: with ``macs``, extra measurements of a point outside the noise of its prior.
+        info: recorded with the model (how ``measure`` times: threads, runs, versions).
+        log: called with a line per group measured (None: silent).
+
+    Returns:
+        The latency model.
+
+    Raises:
+        ValueError: a fraction outside (0, 1), or ``measure`` returned a time that is not positive.
+    """
+    bad = [f for f in fractions if not 0.0 < f < 1.0]
+    if bad or not fractions:
+        raise ValueError(f"fractions={list(fractions)}: each must be in (0, 1)")
+
+    counted: dict[tuple, float] = {}
+
+    def timed(removed: Mapping[int, Sequence[int]]) -> float:
+        cut = cut_copy(model, graph, removed)
+        seconds = float(measure(cut))
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ValueError(f"measure returned {seconds!r} seconds; it must return the positive latency of the model")
+        if macs is not None:
+            counted[tuple(sorted((g, len(u)) for g, u in removed.items()))] = float(macs(cut))
+        return seconds
+
+    repeated = [timed({}) for _ in range(max(1, repeats) if macs is not None else 1)]
+    baseline = float(np.median(repeated))
+    curves: dict[int, GroupCurve] = {}
+    raw: dict[int, dict[int, float]] = {}
+    for g in graph.prunable():
+        full = int(channels_per_unit(g).sum())
+        reachable = widths_reachable(g, round_to, min_keep)
+        chosen: dict[int, list[int]] = {}
+        for f in sorted(fractions):
+            if reachable:
+                width, units = min(reachable, key=lambda wu: (abs(wu[0] - f * full), wu[0]))
+                chosen[width] = units
+        points = {w: timed({g.id: units}) for w, units in sorted(chosen.items())}
+        raw[g.id] = dict(points)
+        if macs is not None:
+            for w, units in chosen.items():
+                counted[(g.id, w)] = counted.pop(((g.id, len(units)),))
+        points[full] = baseline
+        curves[g.id] = GroupCurve(tuple(points), tuple(points.values()))
+        if log is not None:
+            log(f"group {g.id}: width {full} -> " + ", ".join(f"{w}: {s * 1e3:.3f} ms" for w, s in points.items()))
+    details = dict(info or {})
+    if macs is not None:
+        chosen_by = {g.id: {w: u for w, u in widths_reachable(g, round_to, min_keep)} for g in graph.prunable()}
+        curves, details["points"] = with_prior(curves, raw, counted, baseline, repeated, min_noise,
+                                               lambda g, w: timed({g: chosen_by[g][w]}), retries)
+    lm = LatencyModel(graph.fingerprint, runtime, tuple(input_shape), baseline, curves, details)
+    if align:
+        lm = replace(lm, info={**lm.info, "round_to": measure_alignment(graph, lm, timed, tolerance)})
+    return lm
+
+
+def with_prior(curves: Mapping[int, GroupCurve], raw: Mapping[int, Mapping[int, float]],
+               counted: Mapping[Any, float], baseline: float, repeated: Sequence[float], min_noise: float,
+               retime: Callable[[int, int], float] | None = None, retries: int = 2
+               ) -> tuple[dict[int, GroupCurve], dict[str, Any]]:
+    """The curves with every point the noise cannot tell from the MACs prior replaced by it (module docstring).
+
+    Returns:
+        The new curves, and what was decided: noise, rate, and per group its widths, measured, prior and
+        used seconds.
+    """
+    full_macs = counted[()]
+    pairs = [(full_macs - counted[(g, w)], baseline - s) for g, pts in raw.items() for w, s in pts.items()]
+    dm = np.array([p[0] for p in pairs], dtype=np.float64)
+    ds = np.array([p[1] for p in pairs], dtype=np.float64)
+    rate = float(max((dm * ds).sum(), 0.0) / (dm * dm).sum()) if (dm * dm).sum() > 0 else 0.0
+    residuals = ds - rate * dm
+    mad = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals)))) if len(residuals) else 0.0
+    sigma = max(float(np.std(repeated)), mad, min_noise * baseline)
+    out: dict[int, GroupCurve] = {}
+    report: dict[str, Any] = {"noise_s": sigma, "rate_s_per_mac": rate, "baseline_repeats": list(repeated),
+                              "groups": {}}
+    for g, curve in curves.items():
+        used, entry = [], {"widths": list(curve.widths), "measured": [], "prior": [], "used": []}
+        for w, s in zip(curve.widths, curve.seconds):
+            if w not in raw[g]:  # the full width: the baseline
+                used.append(s)
+                continue
+            prior = baseline - rate * (full_macs - counted[(g, w)])
+            if abs(s - prior) > 3 * sigma and retime is not None and retries > 0:
+                s = float(np.median([s] + [retime(g, w) for _ in range(retries)]))  # a spike, or real?
+            pick = prior if abs(s - prior) <= 3 * sigma else s
+            used.append(max(pick, 1e-9))
+            entry["measured"].append(s)
+            entry["prior"].append(prior)
+            entry["used"].append(used[-1])
+        out[g] = GroupCurve(curve.widths, tuple(used))
+        report["groups"][str(g)] = entry
+    return out, report
+
+
+def measure_alignment(graph: DependencyGraph, lm: LatencyModel,
+                      timed: Callable[[Mapping[int, Sequence[int]]], float], tolerance: float) -> dict[str, Any]:
+    """What misaligned widths cost on the steepest group wide enough (module docstring).
+
+    Returns:
+        ``{"group", "widths", "seconds", "excess": {alignment: share of the baseline}, "suggested"}``, or
+        ``{"suggested": None, "why": ...}`` when no group of single-channel units is 64 channels wide.
+    """
+    best: tuple[float, Group] | None = None
+    for g in graph.prunable():
+        ch = channels_per_unit(g)
+        if g.kind == "head" or (ch != 1).any() or g.num_units < 64 or g.id not in lm.groups:
+            continue
+        slope = float(lm.unit_costs(g.id, g.num_units, np.full(32, 1.0)).sum())
+        if best is None or slope > best[0]:
+            best = (slope, g)
+    if best is None:
+        return {"suggested": None, "why": "no prunable group of single channels is 64 or more wide"}
+    g = best[1]
+    top = (g.num_units // 32) * 32  # the widest multiple of 32; at least 64, so top - 32 stays above a floor
+    widths = [top - 32, top - 16, top - 8, top - 1, top]
+    seconds = {w: timed({g.id: list(range(w, g.num_units))}) for w in widths}
+    lo, hi = seconds[top - 32], seconds[top]
+    excess: dict[int, float] = {}
+    for w in widths[1:-1]:
+        line = lo + (hi - lo) * (w - (top - 32)) / 32
+        a = max(r for r in ALIGNMENTS if w % r == 0)
+        excess[a] = max(excess.get(a, 0.0), (seconds[w] - line) / lm.baseline)
+    suggested = next(r for r in ALIGNMENTS if all(e <= tolerance for a, e in excess.items() if a >= r))
+    return {"group": g.id, "widths": widths, "seconds": [seconds[w] for w in widths],
+            "excess": {str(a): e for a, e in sorted(excess.items())}, "suggested": suggested,
+            "tolerance": tolerance}

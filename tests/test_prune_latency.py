@@ -1,0 +1,213 @@
+"""``metric="latency"``: the latency model file, its curves, the schedule's costs and the measured pruner.
+
+Nothing here is timed: ``measure`` is a deterministic function of the cut model's MACs (with a term that
+the additive latency model cannot predict, so the pruner has to correct its prediction by measurement).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cpd.combing import comb
+from cpd.flops import count_macs
+from cpd.importance import CostModel
+from cpd.importance.latency import GroupCurve, LatencyModel, monotone, read_latency_model
+from cpd.prune import PruneConfig, Pruner
+from cpd.prune.latency import profile_latency, widths_reachable
+from cpd.prune.pruner import MEASURED_SLACK
+from cpd.prune.schedule import group_removals, limits_of, select
+from cpd.safe_load import BadFileError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+X = torch.randn(1, 3, 16, 16)
+
+
+def conv_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                         nn.Conv2d(32, 48, 3, padding=1), nn.BatchNorm2d(48), nn.ReLU(),
+                         nn.Conv2d(48, 12, 1), nn.ReLU(), nn.Conv2d(12, 10, 1))
+
+
+def fake_seconds(model: nn.Module) -> float:
+    """A deterministic 'latency': a fixed overhead plus MACs, plus a superlinear term (memory traffic)."""
+    macs = count_macs(model, (X,))
+    return 1e-3 + macs * 1e-9 + (macs * 1e-6) ** 2 * 1e-4
+
+
+def small_model() -> LatencyModel:
+    return LatencyModel("abcd" * 4, "onnxruntime-cpu", (1, 3, 16, 16), 0.010,
+                        {0: GroupCurve((8, 16, 32), (0.004, 0.006, 0.010)),
+                         1: GroupCurve((8, 24, 48), (0.0095, 0.0098, 0.010))}, {"threads": 1})
+
+
+def test_monotone_fit_pools_what_the_noise_reverses() -> None:
+    fit = monotone([1.0, 3.0, 2.0, 4.0])
+    assert np.all(np.diff(fit) >= 0)
+    np.testing.assert_allclose(fit, [1.0, 2.5, 2.5, 4.0])
+    curve = GroupCurve((8, 16, 24, 32), (0.5, 0.7, 0.6, 1.0))
+    widths = np.arange(0, 33)
+    assert np.all(np.diff(curve.at(widths)) >= -1e-12)  # a narrower layer is never predicted slower
+    assert float(curve.at(32)) == 1.0 and float(curve.at(40)) == 1.0
+    # a noisy curve whose full-width point is pooled down still predicts the baseline at full width
+    lm = LatencyModel("f" * 16, "fake", (1,), 1.0, {0: GroupCurve((8, 16), (1.2, 1.0))})
+    assert lm.predict({0: 16}) == pytest.approx(1.0) and lm.predict({0: 8}) == pytest.approx(1.0)
+
+
+def test_file_round_trip_and_refusals(tmp_path) -> None:
+    lm = small_model()
+    path = tmp_path / "latency.json"
+    lm.save(path)
+    back = read_latency_model(path)
+    assert back.to_dict() == lm.to_dict()
+    assert back.predict({0: 16, 1: 48}) == pytest.approx(0.006)
+    with pytest.raises(ValueError, match="fingerprint"):
+        back.check_fits("0" * 16)
+    with pytest.raises(ValueError, match="runtime 'onnxruntime-cpu', not 'torch-eager'"):
+        back.check_fits(lm.fingerprint, runtime="torch-eager")
+    with pytest.raises(ValueError, match=r"input shape \[1, 3, 16, 16\], not \[1, 3, 32, 32\]"):
+        back.check_fits(lm.fingerprint, input_shape=(1, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"no curve for the prunable group\(s\) \[2\]"):
+        back.check_fits(lm.fingerprint, groups=[0, 1, 2])
+    back.check_fits(lm.fingerprint, "onnxruntime-cpu", [1, 3, 16, 16], [0, 1])
+    doc = json.loads(path.read_text())
+    doc["version"] = 99
+    path.write_text(json.dumps(doc))
+    with pytest.raises(BadFileError, match=f"{path}.*version 99"):
+        read_latency_model(path)
+    path.write_text(json.dumps({**lm.to_dict(), "baseline_s": -1}))
+    with pytest.raises(BadFileError, match="baseline"):
+        read_latency_model(path)
+
+
+def test_schedule_prefers_the_group_that_costs_more_time() -> None:
+    model = conv_net()
+    graph = comb(model, (X,))
+    groups = {g.id: g for g in graph.prunable()}
+    assert set(groups) == {0, 1, 2}
+    lm = LatencyModel(graph.fingerprint, "fake", X.shape, 0.010,
+                      {0: GroupCurve((8, 32), (0.0099, 0.010)),     # group 0: nearly free
+                       1: GroupCurve((8, 48), (0.004, 0.010)),      # group 1: most of the time
+                       2: GroupCurve((4, 12), (0.0099, 0.010))})
+    costs = CostModel(model, list(groups.values()), latency=lm)
+    dead = {g: np.zeros(groups[g].num_units, dtype=bool) for g in groups}
+    per_unit = {g: costs.unit_costs(groups[g], dead, "latency") for g in groups}
+    assert per_unit[1].min() > per_unit[0].max()
+    options = {}
+    for g in groups.values():
+        limits = limits_of(g, costs.channels[g.id], 8, 0.1)
+        scores = np.ones(g.num_units)  # equal importance: only the cost decides (score / cost)
+        options[g.id] = group_removals(g.id, dead[g.id], scores, per_unit[g.id], per_unit[g.id], limits)
+    picked = select(options, need=0.002)
+    assert set(picked) == {1}
+    assert costs.total(dead, "latency") == pytest.approx(0.010)
+
+
+def test_profile_measures_the_reachable_widths() -> None:
+    model = conv_net()
+    graph = comb(model, (X,))
+    calls = []
+
+    def measure(m: nn.Module) -> float:
+        calls.append(m)
+        return fake_seconds(m)
+
+    lm = profile_latency(model, graph, measure, "fake", X.shape, round_to=8, min_keep=0.1)
+    assert lm.fingerprint == graph.fingerprint and lm.baseline == pytest.approx(fake_seconds(model))
+    assert all(not m.training for m in calls)
+    for g in graph.prunable():
+        curve = lm.groups[g.id]
+        reachable = {w for w, _ in widths_reachable(g, 8, 0.1)}
+        assert curve.widths[-1] == g.num_units and set(curve.widths[:-1]) <= reachable
+        assert len(curve.widths) >= 2 and list(curve.seconds) == sorted(curve.seconds)
+    # at a measured point of one group, the prediction is the measurement
+    w = lm.groups[1].widths[0]
+    removed = {1: list(range(w, 48))}
+    cut = Pruner(conv_net(), (X,), PruneConfig(metric="params", criterion="magnitude"))
+    cut.masks.kill_(removed)
+    assert lm.predict({1: w}) == pytest.approx(fake_seconds(cut.export()[0].eval()))
+    assert model[3].out_channels == 48  # the profiled model is not changed
+    assert lm.info["round_to"]["suggested"] is None  # no group of 64 channels to try alignments on
+
+
+def run(pruner: Pruner) -> Pruner:
+    for _ in range(200):
+        if pruner.done:
+            break
+        pruner.accumulate()
+        pruner.step()
+    return pruner
+
+
+def test_pruner_stops_when_the_measured_sparsity_reaches_each_threshold() -> None:
+    graph = comb(conv_net(), (X,))
+    lm = profile_latency(conv_net(), graph, fake_seconds, "fake", X.shape, round_to=2, align=False)
+    cfg = PruneConfig(criterion="random", metric="latency", interval=1, thresholds=(0.2, 0.4), step_fraction=0.1,
+                      round_to=2)
+    pruner = run(Pruner(conv_net(), (X,), cfg, graph=graph, latency=lm, measure=fake_seconds))
+    assert pruner.done and not pruner.exhausted and pruner.reached == [0.2, 0.4]
+    truth = 1.0 - fake_seconds(pruner.export()[0].eval()) / lm.baseline
+    assert pruner.sparsity == pytest.approx(truth)
+    assert 0.4 - MEASURED_SLACK <= truth <= 0.4 + 0.05
+    events = [e for e in pruner.history if e.crossed]
+    for event, t in zip(events, (0.2, 0.4)):
+        assert event.crossed == (t,) and event.sparsity >= t - MEASURED_SLACK and event.predicted is not None
+    checks = pruner.checks
+    assert checks and all({"predicted", "measured", "corrected", "seconds", "goal"} <= set(c) for c in checks)
+    # the additive model over-predicts what two cut neighbours save: a measurement fell short and corrected it
+    assert any(c["measured"] < c["goal"] - MEASURED_SLACK for c in checks)
+    assert pruner.correction != 1.0
+    summary = pruner.plan()["summary"]["latency"]
+    assert summary["checks"] == checks and summary["baseline_s"] == lm.baseline
+    # the pruner's state carries the correction and the measurements
+    again = Pruner(conv_net(), (X,), cfg, graph=graph, latency=lm, measure=fake_seconds)
+    again.load_state_dict(pruner.state_dict())
+    assert again.correction == pruner.correction and again.checks == checks
+
+
+def test_pruner_without_measure_uses_the_prediction() -> None:
+    graph = comb(conv_net(), (X,))
+    lm = profile_latency(conv_net(), graph, fake_seconds, "fake", X.shape, align=False)
+    cfg = PruneConfig(criterion="magnitude", metric="latency", interval=1, thresholds=(0.3,))
+    pruner = run(Pruner(conv_net(), (X,), cfg, graph=graph, latency=lm))
+    assert pruner.done and pruner.checks == []
+    assert pruner.sparsity == pytest.approx(pruner.history[-1].predicted) and pruner.sparsity >= 0.3 - 1e-9
+
+
+def test_latency_metric_needs_a_model_that_fits() -> None:
+    cfg = PruneConfig(criterion="magnitude", metric="latency")
+    with pytest.raises(ValueError, match="needs a latency model"):
+        Pruner(conv_net(), (X,), cfg)
+    with pytest.raises(ValueError, match="fingerprint"):
+        Pruner(conv_net(), (X,), cfg, latency=small_model())
+
+
+def test_points_the_noise_cannot_resolve_take_the_macs_prior() -> None:
+    """A group whose measured effect is within the noise gets MACs-proportional savings; one whose
+    measured effect stands out of the noise keeps its measurement."""
+    model = conv_net()
+    graph = comb(model, (X,))
+    wobble = iter([0.0, 2e-5, -2e-5] + [3e-6 * (-1) ** i for i in range(100)])
+
+    def measure(m: nn.Module) -> float:
+        extra = 2e-3 if m[6].in_channels <= 16 else 0.0  # a step the MACs do not show
+        return 3e-3 + 1e-9 * count_macs(m, (X,)) + next(wobble) - extra
+
+    macs = lambda m: float(count_macs(m, (X,)))  # noqa: E731
+    lm = profile_latency(model, graph, measure, "fake", X.shape, round_to=8, align=False, macs=macs, repeats=3,
+                         min_noise=0.05)
+    points = lm.info["points"]
+    assert points["noise_s"] >= 0.05 * lm.baseline and points["rate_s_per_mac"] > 0
+    g1 = points["groups"]["1"]
+    for w, measured, prior, used in zip(g1["widths"], g1["measured"], g1["prior"], g1["used"]):
+        if abs(measured - prior) <= 3 * points["noise_s"]:
+            assert used == prior
+        else:
+            assert used == measured and w <= 16
+    assert any(u == m for u, m in zip(g1["used"], g1["measured"]))  # the jump at width 16 or less is kept
+    assert list(lm.groups[0].seconds[:-1]) == points["groups"]["0"]["prior"]  # group 0: all within noise
