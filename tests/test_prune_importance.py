@@ -121,7 +121,7 @@ def test_second_order_criteria_score_their_term(criterion: str, term: str) -> No
 
 def test_pruner_scores_every_batch_of_the_interval() -> None:
     model = mlp()
-    pruner = Pruner(model, (torch.randn(2, 3),), PruneConfig(interval=2, round_to=1, thresholds=(0.2,)))
+    pruner = Pruner(model, (torch.randn(2, 3),), PruneConfig(criterion="hessian", interval=2, round_to=1, thresholds=(0.2,)))
     group = hidden_group(pruner.graph)
     expected = np.zeros(group.num_units)
     for seed in (3, 4):

@@ -221,7 +221,7 @@ def exclude_nothing(tmp: Path):
 
 CASES = [
     Case("params-misspelled-key", "`prune.treshold: 0.4` (misspelled `thresholds`)", "`read_section('prune')`",
-         lambda t: read_params(t, "prune", "  criterion: hessian", "  treshold: 0.4\n  criterion: hessian")),
+         lambda t: read_params(t, "prune", "  criterion: obd", "  treshold: 0.4\n  criterion: obd")),
     Case("params-misspelled-other-section", "`distill.max_iter: 100`, read by the prune stage",
          "`read_section('prune')`",
          lambda t: read_params(t, "prune", "  max_iters: 500", "  max_iter: 100")),
@@ -232,7 +232,7 @@ CASES = [
     Case("params-threshold-one", "`prune.thresholds: [0.3, 1.0]`", "`read_section('prune')`",
          lambda t: read_params(t, "prune", "thresholds: [0.3, 0.5]", "thresholds: [0.3, 1.0]")),
     Case("params-criterion-typo", "`prune.criterion: hesian`", "`read_section('prune')`",
-         lambda t: read_params(t, "prune", "criterion: hessian", "criterion: hesian")),
+         lambda t: read_params(t, "prune", "criterion: obd", "criterion: hesian")),
     Case("params-zero-iters", "`train.max_iters: 0`", "`read_section('train')`",
          lambda t: read_params(t, "train", "max_iters: 2000", "max_iters: 0")),
     Case("params-negative-lr", "`distill.lr: -0.001`", "`read_section('distill')`",
@@ -242,7 +242,8 @@ CASES = [
     Case("params-size-one-number", "`comb.size: [64]`", "`read_section('comb')`",
          lambda t: read_params(t, "comb", "\n  size: null", "\n  size: [64]")),
     Case("params-provider", "`export.provider: tpu`", "`read_section('export')`",
-         lambda t: read_params(t, "export", "provider: auto", "provider: tpu")),
+         lambda t: read_params(t, "export", "provider: auto         # auto (CUDA when it works, else CPU)",
+                               "provider: tpu  #")),
     Case("params-not-yaml", "params.yaml with an unclosed `[`", "`read_section('prune')`",
          lambda t: read_params(t, "prune", "thresholds: [0.3, 0.5]", "thresholds: [0.3, 0.5")),
     Case("params-missing-file", "no params.yaml", "`read_section('prune')`",
