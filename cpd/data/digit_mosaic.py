@@ -271,19 +271,41 @@ def write_mmseg_layout(root: str | os.PathLike[str], n_train: int, n_val: int, s
         FileExistsError: if ``root`` is a non-empty directory that is not a digit mosaic layout.
     """
     n_train, n_val, seed = check_count("n_train", n_train), check_count("n_val", n_val), check_seed(seed)
-    root = Path(root)
     request = _request(n_train, n_val, seed)
-    meta = read_layout_meta(root)
-    if _is_complete(root, meta, request):
-        return root
-    if root.exists() and (not root.is_dir() or (meta is None and any(root.iterdir()))):
-        raise FileExistsError(f"{root} exists and is not a digit mosaic layout; refusing to replace it")
 
     def write(tmp: Path) -> None:
         pixels = {split: _write_split(tmp, split, n, seed) for split, n in (("train", n_train), ("val", n_val))}
         full = {**request, "classes": list(CLASSES), "palette": [list(c) for c in PALETTE], "pixel_counts": pixels}
         (tmp / "meta.json").write_text(json.dumps(full, indent=2) + "\n")
 
+    return write_layout(Path(root), request, read_layout_meta, _is_complete, write, "digit mosaic")
+
+
+def write_layout(root: Path, request: dict[str, object],
+                 read_meta: Callable[[Path], dict[str, object] | None],
+                 is_complete: Callable[[Path, dict[str, object] | None, dict[str, object]], bool],
+                 write: Callable[[Path], None], what: str) -> Path:
+    """Write a generated dataset at ``root`` unless a complete one for ``request`` is there already.
+
+    Args:
+        root: the dataset folder.
+        request: what the layout's ``meta.json`` must say (name, version, seed, counts).
+        read_meta: reads the ``meta.json`` of a layout of this kind (None when there is none).
+        is_complete: ``is_complete(root, meta, request)``: the folder holds that dataset, whole.
+        write: writes the dataset into a temporary folder (see :func:`replace_folder`).
+        what: the kind of layout, for the refusal.
+
+    Returns:
+        ``root``.
+
+    Raises:
+        FileExistsError: ``root`` is a file, or a non-empty folder that is not a layout of this kind.
+    """
+    meta = read_meta(root)
+    if is_complete(root, meta, request):
+        return root
+    if root.exists() and (not root.is_dir() or (meta is None and any(root.iterdir()))):
+        raise FileExistsError(f"{root} exists and is not a {what} layout; refusing to replace it")
     return replace_folder(root, write)
 
 

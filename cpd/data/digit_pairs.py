@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cpd.data.digit_mosaic import CONTRAST, NOISE_SIGMA, SPLITS, _source, check_count, check_seed, check_split, \
-    background, replace_folder, source_indices
+    background, source_indices, write_layout
 
 CLASSES: tuple[str, ...] = tuple(str(k) for k in range(10))
 CELL = 16
@@ -135,17 +135,11 @@ def write_mmpretrain_layout(root: str | os.PathLike[str], n_train: int, n_val: i
         FileExistsError: if ``root`` is a non-empty directory that is not a digit-pair layout.
     """
     n_train, n_val, seed = check_count("n_train", n_train), check_count("n_val", n_val), check_seed(seed)
-    root = Path(root)
     request = _request(n_train, n_val, seed)
-    meta = read_layout_meta(root)
-    if _is_complete(root, meta, request):
-        return root
-    if root.exists() and (not root.is_dir() or (meta is None and any(root.iterdir()))):
-        raise FileExistsError(f"{root} exists and is not a digit-pair layout; refusing to replace it")
 
     def write(tmp: Path) -> None:
         per_class = {split: _write_split(tmp, split, n, seed) for split, n in (("train", n_train), ("val", n_val))}
         full = {**request, "classes": list(CLASSES), "class_counts": per_class}
         (tmp / "meta.json").write_text(json.dumps(full, indent=2) + "\n")
 
-    return replace_folder(root, write)
+    return write_layout(Path(root), request, read_layout_meta, _is_complete, write, "digit-pair")
