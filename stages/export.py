@@ -71,7 +71,7 @@ def work(args: argparse.Namespace) -> None:
                               params.threads)
     flops = {name: model_cost(models[name])["flops"] for name in ("baseline", "distilled")}
     speedup = latency["baseline"]["median_ms"] / latency["distilled"]["median_ms"]
-    metrics = {"provider": latency["baseline"]["provider"], "speedup": round(speedup, 4),
+    metrics = {"provider": latency["baseline"]["provider"], "input_shape": shape, "speedup": round(speedup, 4),
                "flops_ratio": round(flops["baseline"] / flops["distilled"], 4),
                "latency": latency, "onnx": checks}
     write_json(args.metrics, metrics)

@@ -67,8 +67,10 @@ def test_a_task_name_registers_once() -> None:
 
 
 def test_example_inputs_follow_the_task(models: dict) -> None:
-    assert example_inputs(models["classification"]).shape == (2, 3, 224, 224)
-    assert example_inputs(models["detection"]).shape == (2, 3, 320, 320)
+    assert example_inputs(load_config(CONFIGS["classification"])).shape == (2, 3, 224, 224)  # the test crop
+    assert example_inputs(load_config(CONFIGS["detection"])).shape == (2, 3, 320, 320)
+    for model in models.values():  # a model built for a size keeps it
+        assert example_inputs(model).shape == (2, 3, 64, 64)
     assert example_inputs(load_config(CONFIGS["segmentation"])).shape == (2, 3, 512, 1024)
     assert example_inputs(models["classification"], size=(32, 48), batch=1).shape == (1, 3, 32, 48)
 
@@ -171,3 +173,44 @@ def test_a_mask_classification_head_traces_and_infers_as_mmseg_predicts() -> Non
     assert outs[0].shape[1:3] == outs[1].shape[1:3] == (len(x), 100)
     assert infer[0].shape == (len(x), 150, 64, 64)
     torch.testing.assert_close(infer[0], want)
+
+
+def test_a_classifier_is_sized_by_its_test_crop_or_its_input_size() -> None:
+    """mmpretrain's preprocessor has no size: the test pipeline's crop says it, or a top-level input_size."""
+    from cpd.mm.tasks.classification import pipeline_size
+
+    assert pipeline_size([dict(type="ResizeEdge", scale=256, edge="short"), dict(type="CenterCrop", crop_size=224)]
+                         ) == (224, 224)
+    assert pipeline_size([dict(type="Resize", scale=(320, 240))]) == (240, 320)  # mmcv's (W, H)
+    assert pipeline_size([dict(type="Resize", scale=(320, 240), keep_ratio=True)]) is None
+    assert pipeline_size([dict(type="LoadImageFromFile"), dict(type="PackInputs")]) is None
+    swin = load_config("mmpretrain::swin_transformer/swin-base_16xb64_in1k-384px.py")
+    assert task_of(swin).default_size(swin) == (384, 384)
+    embedded = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "embedded"
+                               / "resnet_digit_pairs.py"))
+    model = build_model(embedded)
+    assert example_inputs(model, batch=1).shape == (1, 3, 32, 32)  # the size travels with the built model
+    assert example_inputs(build_model(embedded, input_size=(48, 40)), batch=1).shape == (1, 3, 48, 40)
+
+
+def test_a_pruned_classifier_file_keeps_its_input_size(tmp_path: Path) -> None:
+    """The file's config text carries input_size, so the reloaded model exports and counts at 32x32."""
+    from cpd.mm.pruned import load_pruned_model, save_pruned_model
+    from cpd.prune import PruneConfig, Pruner
+
+    embedded = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "embedded"
+                               / "resnet_digit_pairs.py"))
+    model = build_model(embedded).eval()
+    x = example_inputs(model, batch=2)
+    task = task_of(model)
+    pruner = Pruner(model, (x,), PruneConfig(criterion="magnitude", thresholds=(0.3,), step_fraction=0.3,
+                                             round_to=4), forward_fn=task.train_forward)
+    pruner.prune_step()
+    pruned, plan = pruner.export()
+    path = tmp_path / "thr_0.3.pth"
+    save_pruned_model(pruned, plan, path, model_cfg=embedded.model, scope="mmpretrain",
+                      input_size=embedded.get("input_size") or task.declared_size(embedded))
+    loaded = load_pruned_model(path).eval()
+    assert example_inputs(loaded, batch=1).shape == (1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(task.infer_forward(loaded, x)[0], task.infer_forward(pruned.eval(), x)[0])

@@ -93,6 +93,7 @@ def test_a_classification_run_reports_top1_top5_params_and_flops(repo: Path) -> 
 def test_export_and_summary_carry_the_classifiers_metric(repo: Path) -> None:
     export, summary, evaluation = metrics(repo, "export"), metrics(repo, "summary"), metrics(repo, "evaluate")
     assert set(export["onnx"]) == {"baseline", "distilled"}
+    assert export["input_shape"] == [1, 3, 32, 32]  # the config's input_size, not the 224x224 fallback
     assert export["speedup"] > 0 and export["flops_ratio"] > 1
     assert summary["metric"] == "top1" and "mIoU_drop" not in summary
     assert summary["top1_drop"] == pytest.approx(evaluation["baseline"]["top1"] - evaluation["distilled"]["top1"])

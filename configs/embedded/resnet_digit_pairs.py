@@ -36,6 +36,9 @@ custom_imports = dict(imports=['cpd.mm.dvclive_hook'], allow_failed_imports=Fals
 default_scope = 'mmpretrain'
 
 num_classes = 10
+# The deployment input size: the scenes are written at 32x32 and no transform resizes them, so the
+# config says it (cpd's FLOPs, export and latency use it; mmpretrain ignores the key).
+input_size = (32, 32)
 data_preprocessor = dict(
     num_classes=num_classes,
     mean=[127.5, 127.5, 127.5],

@@ -158,8 +158,8 @@ def save_student(distiller_checkpoint: str | os.PathLike[str], pruned: str | os.
 
 
 def model_cost(model: nn.Module) -> dict[str, int]:
-    """Parameters and MACs (one eval forward of one image at the data preprocessor's size, through every head
-    that training uses: the task's ``train_forward``)."""
+    """Parameters and MACs (one eval forward of one image at the model's deployment size,
+    :meth:`cpd.mm.tasks.Task.default_size`, through every head that training uses: the task's ``train_forward``)."""
     from cpd.mm.pruning_hook import task_of_model
 
     inputs = example_inputs(model, batch=1)

@@ -37,13 +37,16 @@ from cpd.prune import load_pruned, read_checkpoint, save_pruned  # noqa: E402
 PRUNED_TYPES = frozenset({"PrunedModel", "PrunedSegmentor"})
 
 
-def model_cfg_text(model_cfg: Mapping[str, Any], scope: str | None = None) -> str:
+def model_cfg_text(model_cfg: Mapping[str, Any], scope: str | None = None,
+                   input_size: Sequence[int] | None = None) -> str:
     """The model config as Python source (``model = dict(...)``), keeping tuples as tuples.
 
     Args:
         model_cfg: the model section.
         scope: the library's default scope (``'mmpretrain'``, ...); written beside the model so that
             loading finds the task without guessing it from the model type.
+        input_size: the config's deployment ``(H, W)`` when the model section does not say it (a
+            classifier's test crop); written as ``input_size`` so the rebuilt model keeps it.
 
     Returns:
         The config text.
@@ -51,12 +54,14 @@ def model_cfg_text(model_cfg: Mapping[str, Any], scope: str | None = None) -> st
     data: dict[str, Any] = {"model": ConfigDict(model_cfg)}
     if scope:
         data["default_scope"] = scope
+    if input_size is not None:
+        data["input_size"] = (int(input_size[0]), int(input_size[1]))
     return Config(data).pretty_text
 
 
 def save_pruned_model(model: nn.Module, plan: Mapping, path: str | os.PathLike,
                       model_cfg: Mapping[str, Any] | None = None, custom_imports: Sequence[str] = (),
-                      scope: str | None = None) -> None:
+                      scope: str | None = None, input_size: Sequence[int] | None = None) -> None:
     """Save a physically pruned model with its plan and, when given, its base model config.
 
     Args:
@@ -66,11 +71,12 @@ def save_pruned_model(model: nn.Module, plan: Mapping, path: str | os.PathLike,
         model_cfg: the unpruned model's config section; stored so the file loads alone.
         custom_imports: modules to import before building the model (the config's ``custom_imports``).
         scope: the config's ``default_scope``, stored with ``model_cfg``.
+        input_size: the config's deployment ``(H, W)`` (see :func:`model_cfg_text`), stored with ``model_cfg``.
     """
     plan = dict(plan)
     summary = dict(plan.get("summary", {}))
     if model_cfg is not None:
-        summary["model_cfg"] = model_cfg_text(model_cfg, scope)
+        summary["model_cfg"] = model_cfg_text(model_cfg, scope, input_size)
     summary["custom_imports"] = list(custom_imports)
     plan["summary"] = summary
     save_pruned(model, plan, path)

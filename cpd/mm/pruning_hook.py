@@ -59,6 +59,7 @@ from cpd.mm.latency import LatencyOptions, hook_latency
 from cpd.mm.pruned import save_pruned_model
 from cpd.mm.rebuild import prune_target, remap_optimizer_, rewrap_, unwrap
 from cpd.mm.tasks import TASKS, Task, task_of
+from cpd.mm.tasks.base import INPUT_SIZE_ATTR
 from cpd.prune import PruneConfig, Pruner
 from cpd.surgery import kept_slices
 
@@ -186,6 +187,9 @@ class PruningHook(Hook):
             return self.pruner
         model = prune_target(runner.model)
         self.task = task_of_model(model)
+        size = runner.cfg.get("input_size") or self.task.declared_size(runner.cfg)
+        if size and getattr(model, INPUT_SIZE_ATTR, None) is None:  # the runner built it: say what the config says
+            setattr(model, INPUT_SIZE_ATTR, (int(size[0]), int(size[1])))
         device = next(model.parameters()).device
         if self.graph is None and self.deps_path is not None:
             self.before_run(runner)
@@ -305,7 +309,8 @@ class PruningHook(Hook):
         imports = [imports] if isinstance(imports, str) else list(imports)
         path = Path(self.out_dir or runner.work_dir) / name
         save_pruned_model(model, plan, path, model_cfg=model_cfg if isinstance(model_cfg, Mapping) else None,
-                          custom_imports=imports, scope=cfg.get("default_scope"))
+                          custom_imports=imports, scope=cfg.get("default_scope"),
+                          input_size=cfg.get("input_size") or self.task.declared_size(cfg))
         print_log(f"PruningHook: saved {path}", logger="current")
 
     def after_val_epoch(self, runner: Any, metrics: Mapping[str, float] | None = None) -> None:

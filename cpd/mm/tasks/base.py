@@ -29,6 +29,10 @@ from torch import nn
 
 Size = tuple[int, int]
 
+#: the attribute :meth:`Task.build_model` sets on a model: the ``(H, W)`` it was built for, which
+#: :meth:`Task.default_size` (FLOPs, export, latency) then uses for it
+INPUT_SIZE_ATTR = "cpd_input_size"
+
 #: library -> the module registering prunable stand-ins for its modules (see cpd.surgery.adapters)
 ADAPTER_MODULES = {"mmseg": "cpd.mm.adapters", "mmpretrain": "cpd.mm.pretrain_adapters"}
 
@@ -154,22 +158,40 @@ class Task:
         model = self.registry().build(model_cfg)
         load_adapters()
         sync_bn_to_bn_(model)
+        setattr(model, INPUT_SIZE_ATTR, tuple(input_size) if input_size is not None else self.default_size(cfg))
         return model.to("cpu")
 
     def default_size(self, cfg_or_model: Config | nn.Module) -> Size:
-        """The ``(H, W)`` of an example batch when none is asked for.
+        """The ``(H, W)`` of an example batch when none is asked for: the deployment input size.
+
+        In order: the size a model was built for (:data:`INPUT_SIZE_ATTR`, set by :meth:`build_model`);
+        a config's top-level ``input_size = (H, W)`` (any task: a config names its deployment size
+        there when nothing else says it); what the task reads from the config or model
+        (:meth:`declared_size`); else :attr:`fallback_size`.
 
         Args:
             cfg_or_model: a config of this task or a model it built.
 
         Returns:
-            The data preprocessor's fixed ``size`` when it has one, else :attr:`fallback_size`.
+            ``(H, W)``.
+        """
+        if isinstance(cfg_or_model, nn.Module):
+            size = getattr(cfg_or_model, INPUT_SIZE_ATTR, None)
+        else:
+            size = cfg_or_model.get("input_size")
+        size = size or self.declared_size(cfg_or_model)
+        return (int(size[0]), int(size[1])) if size else self.fallback_size
+
+    def declared_size(self, cfg_or_model: Config | nn.Module) -> Size | None:
+        """The input size a config or model of this task declares itself, or None.
+
+        This default reads the data preprocessor's fixed ``size`` (mmseg's ``SegDataPreProcessor``).
         """
         if isinstance(cfg_or_model, nn.Module):
             size = getattr(getattr(cfg_or_model, "data_preprocessor", None), "size", None)
         else:
             size = cfg_or_model.get("model", {}).get("data_preprocessor", {}).get("size")
-        return tuple(size) if size else self.fallback_size
+        return tuple(size) if size else None
 
     def example_inputs(self, cfg_or_model: Config | nn.Module, size: Size | None = None,
                        batch: int = 2, seed: int = 0) -> torch.Tensor:

@@ -34,8 +34,8 @@ class Detection(Task):
     registry_module = "mmdet.registry"
     fallback_size = (320, 320)
 
-    def default_size(self, cfg_or_model: Config | nn.Module) -> Size:
-        """The ``size`` of a ``BatchFixedSizePad`` batch augment when the preprocessor has one, else 320x320.
+    def declared_size(self, cfg_or_model: Config | nn.Module) -> Size | None:
+        """The ``size`` of a ``BatchFixedSizePad`` batch augment when the preprocessor has one.
 
         mmdet's ``DetDataPreprocessor`` has no ``size`` of its own; a fixed pad says what every batch is.
         """
@@ -45,7 +45,7 @@ class Detection(Task):
         else:
             augments = cfg_or_model.get("model", {}).get("data_preprocessor", {}).get("batch_augments") or []
             sizes = [a.get("size") for a in augments if a.get("type") in ("BatchFixedSizePad", "mmdet.BatchFixedSizePad")]
-        return tuple(sizes[0]) if sizes and sizes[0] else self.fallback_size
+        return tuple(sizes[0]) if sizes and sizes[0] else None
 
     def train_forward(self, model: nn.Module, inputs: torch.Tensor) -> list[Any]:
         """The head's outputs: one list per kind (class scores first), one tensor per level.
