@@ -145,3 +145,54 @@ def test_a_write_through_a_view_prunes_exactly(one_thread) -> None:
     report = check(_WriteThroughView(), (torch.randn(2, 5, 4),), ratio=0.4)
     assert report.ok, report.failures
     assert report.removed_units > 0
+
+
+class _SubsampledAttention(nn.Module):
+    """Twins' global sub-sampled attention: q is split by the *input's* width over ``num_heads``
+    (``C // self.num_heads``, C read from ``x.shape``), k/v by ``self.head_dims``."""
+
+    def __init__(self, dims: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.num_heads, self.head_dims = heads, dims // heads
+        self.q = nn.Linear(dims, dims)
+        self.kv = nn.Linear(dims, 2 * dims)
+        self.proj = nn.Linear(dims, dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q = self.q(x).reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+        k, v = self.kv(x).reshape(b, -1, 2, self.num_heads, self.head_dims).permute(2, 0, 3, 1, 4)
+        out = torch.softmax(q @ k.transpose(-2, -1), -1) @ v
+        return x + self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class _SubsampledBlocks(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(6, 16)
+        self.blocks = nn.Sequential(_SubsampledAttention(), _SubsampledAttention())
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.embed(x)))
+
+
+def test_heads_whose_split_reads_the_input_width_are_probed_by_every_unit(one_thread) -> None:
+    """Removing the first head would empty ``head_dims`` (tied to the first head's channels), so the cut
+    verification must try another head: the split ``C // num_heads`` then breaks, and the heads stay."""
+    from cpd.combing import comb
+    from cpd.surgery import cut_
+
+    torch.manual_seed(0)
+    model, x = _SubsampledBlocks().eval(), torch.randn(2, 5, 6)
+    graph = comb(model, (x,))
+    for group in graph.prunable():
+        for unit in range(group.num_units):
+            if group.emptied_member([unit]) is not None:
+                continue
+            twin = _SubsampledBlocks().eval()
+            twin.load_state_dict(model.state_dict())
+            cut_(twin, graph, {group.id: [unit]})
+            assert twin(x).shape == (2, 5, 3), (group.id, unit)
+    report = check(model, (x,), ratio=0.5)
+    assert report.ok, report.failures

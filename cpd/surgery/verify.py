@@ -143,10 +143,15 @@ def breaking_groups(gids: Sequence[int], breaks: Callable[[list[int]], str]) -> 
 
 
 def first_units(group: Any, k: int) -> list[int]:
-    """Up to ``k`` units of ``group`` whose removal empties no member (the first ones that fit)."""
+    """Up to ``k`` units of ``group`` whose removal empties no member (the first ones that fit).
+
+    Every unit is a candidate, the last one too: when a member lives on the first units only (an attribute
+    tied to the first head's channels), the probe must still cut the group through another unit, or the
+    group would stay prunable untried. At least one unit always stays.
+    """
     chosen: list[int] = []
-    for u in range(group.num_units - 1):
-        if len(chosen) == k:
+    for u in range(group.num_units):
+        if len(chosen) == min(k, group.num_units - 1):
             break
         if group.emptied_member(chosen + [u]) is None:
             chosen.append(u)
