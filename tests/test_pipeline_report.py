@@ -38,6 +38,8 @@ def test_rows_follow_sparsity_and_write_as_csv(tmp_path: Path) -> None:
     assert [r["latency_ms"] for r in rows] == [0.7, 0.52, 0.41, 0.41]
     no_curve = sparsity_rows(EVALUATION, {"latency": {"baseline": LAT}})
     assert [r["latency_ms"] for r in no_curve] == [0.7, "", "", ""]
+    assert [r["speedup"] for r in rows] == [1.0, round(0.7 / 0.52, 4), round(0.7 / 0.41, 4), round(0.7 / 0.41, 4)]
+    assert [r["speedup"] for r in no_curve] == [1.0, "", "", ""]
     with write_csv(rows, tmp_path / "s.csv").open() as f:
         back = list(csv.DictReader(f))
     assert back[1]["model"] == "pruned@0.3" and float(back[1]["sparsity"]) == 0.32

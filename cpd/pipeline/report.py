@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("model", "sparsity", "mIoU", "params", "flops", "latency_ms")
+COLUMNS = ("model", "sparsity", "mIoU", "params", "flops", "latency_ms", "speedup")
 #: the metrics each model's row carries beside params and FLOPs (those evaluate measured)
 QUALITY = ("mIoU", "aAcc", "top1", "top5")
 
@@ -65,7 +65,8 @@ def sparsity_rows(evaluation: Mapping[str, Any], export: Mapping[str, Any]) -> l
     """One row per model (baseline, the pruned model at each threshold, the distilled one), by sparsity.
 
     Latency is known for the baseline, the distilled model (which the pruned model at the target
-    shares its architecture, hence its latency, with) and, when exported, the other thresholds.
+    shares its architecture, hence its latency, with) and, when exported, the other thresholds;
+    ``speedup`` is the baseline's median latency over the row's ('' where the latency is unknown).
     """
     latency = {k: v["median_ms"] for k, v in export.get("latency", {}).items()}
     target, metric = evaluation.get("target"), main_metric(evaluation)
@@ -76,6 +77,9 @@ def sparsity_rows(evaluation: Mapping[str, Any], export: Mapping[str, Any]) -> l
             else latency.get(f"thr_{key}")
         rows.append(_row(name, m, lat, metric))
     rows.append(_row("distilled", evaluation["distilled"], latency.get("distilled"), metric))
+    base = latency.get("baseline")
+    for row in rows:  # measured in the export stage's one timing session: ratios of medians
+        row["speedup"] = round(base / row["latency_ms"], 4) if base and row["latency_ms"] != "" else ""
     return rows
 
 
@@ -144,9 +148,10 @@ def plot_training(live_dirs: Mapping[str, str | os.PathLike[str]], path: str | o
 
 
 def plot_sparsity(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """The main metric, parameters and latency against sparsity (pruned models as circles, the distilled one a star)."""
+    """The main metric, parameters and latency against sparsity, and the main metric against the measured
+    speed-up (pruned models as circles, the distilled one a star)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     metric = next((k for k in QUALITY if rows and k in rows[0]), "mIoU")
     panels = ((metric, metric, 1.0), ("params", "parameters (M)", 1e-6), ("latency_ms", "median latency (ms)", 1.0))
     for ax, (key, label, scale) in zip(axes, panels):
@@ -158,6 +163,16 @@ def plot_sparsity(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str
                     label="distilled")
         ax.set(xlabel="parameter sparsity", ylabel=label, title=f"{label} vs sparsity")
         ax.grid(alpha=0.3)
+        ax.legend()
+    ax = axes[3]
+    for kind, marker, label in (("pruned", "o-", "baseline / pruned"), ("distilled", "*", "distilled")):
+        timed = [r for r in rows if (r["model"] == "distilled") == (kind == "distilled") and r["speedup"] != ""]
+        if timed:
+            ax.plot([r["speedup"] for r in timed], [r[metric] for r in timed], marker,
+                    markersize=14 if kind == "distilled" else 6, label=label)
+    ax.set(xlabel="measured speed-up (x)", ylabel=metric, title=f"{metric} vs measured speed-up")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
         ax.legend()
     return _save(fig, path)
 
