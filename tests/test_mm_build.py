@@ -76,6 +76,17 @@ def test_model_config_is_offline_and_cpu_ready() -> None:
     assert "img_size" not in swin_cfg.backbone
 
 
+def test_a_distilling_detectors_teacher_config_points_at_the_shipped_copy() -> None:
+    """mmdet's LD names its teacher's config relative to mmdet's source tree; the build finds the installed copy
+    and drops the teacher's checkpoint (nothing is downloaded)."""
+    pytest.importorskip("mmdet")
+    cfg = load_config("mmdet::ld/ld_r18-gflv1-r101_fpn_1x_coco.py")
+    assert cfg.model.teacher_config.startswith("configs/") and cfg.model.teacher_ckpt
+    model_cfg = model_config(cfg)
+    assert Path(model_cfg.teacher_config).is_file() and model_cfg.teacher_config.endswith(
+        cfg.model.teacher_config) and model_cfg.teacher_ckpt is None
+
+
 def test_vit_is_built_for_the_input_size() -> None:
     model = build_model(load_config(VIT), input_size=(64, 96))
     assert model.backbone.pos_embed.shape == (1, 4 * 6 + 1, 384)

@@ -193,6 +193,7 @@ def model_config(cfg: Config, input_size: Size | None = None, registry: Any = No
         raise KeyError("config has no 'model' section")
     model_cfg = copy.deepcopy(cfg.model)
     _drop_checkpoints_(model_cfg)
+    _resolve_teacher_configs_(model_cfg)
     _sync_bn_cfg_to_bn_(model_cfg)
     if input_size is not None:
         size = check_size(tuple(input_size))
@@ -318,6 +319,23 @@ def _drop_checkpoints_(model_cfg: ConfigDict) -> None:
         elif isinstance(init, (list, tuple)):
             kept = [item for item in init if not _is_pretrained_init(item)]
             node["init_cfg"] = kept or None
+
+
+def _resolve_teacher_configs_(model_cfg: ConfigDict) -> None:
+    """Point a distilling detector's ``teacher_config`` (mmdet's LD: ``'configs/gfl/...py'``, relative to the
+    library's source tree) at the copy shipped inside the installed package, when the path does not exist."""
+    for node in _walk(model_cfg):
+        path = node.get("teacher_config")
+        if not isinstance(path, str) or Path(path).exists() or not path.startswith("configs/"):
+            continue
+        for library in CONFIG_LIBRARIES:
+            try:
+                shipped = config_root(library).parent / path
+            except ModuleNotFoundError:
+                continue
+            if shipped.exists():
+                node["teacher_config"] = str(shipped)
+                break
 
 
 def _sync_bn_cfg_to_bn_(model_cfg: ConfigDict) -> None:
