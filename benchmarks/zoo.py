@@ -161,6 +161,18 @@ def untraceable(cfg) -> str:
     return ""
 
 
+def untraceable_here(config: str) -> str:
+    """:func:`untraceable` for a config name, '' when it cannot tell (the subprocess check then decides)."""
+    try:
+        from cpd.mm import load_config
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return untraceable(load_config(config))
+    except Exception:  # noqa: BLE001 - a config this cannot read is the subprocess's to report
+        return ""
+
+
 def _short_reason(reason: str) -> str:
     """The gist of a skip reason: which package or operator is missing, or which call failed."""
     for key, text in (("single-stage detector", "not a single-stage detector (two-stage, DETR-style, instance "
@@ -311,6 +323,15 @@ def main(argv: list[str] | None = None) -> int:
     env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     for i, config in enumerate(todo):
         t0 = time.perf_counter()
+        why = untraceable_here(config)
+        if why:  # decided from the config and the registry, in this process: no subprocess, no model built
+            row = {"config": config, "family": family(config), "status": "skip", "reason": why,
+                   "seconds": round(time.perf_counter() - t0, 1)}
+            with cache.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            done[config] = row
+            print(f"[{i + 1}/{len(todo)}] {config}: skip ({why[:120]})", flush=True)
+            continue
         try:
             proc = subprocess.run([sys.executable, __file__, "--one", config], capture_output=True, text=True,
                                   timeout=args.timeout, cwd=ROOT, env=env)
