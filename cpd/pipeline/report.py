@@ -70,22 +70,22 @@ def sparsity_rows(evaluation: Mapping[str, Any], export: Mapping[str, Any]) -> l
     """
     latency = {k: v["median_ms"] for k, v in export.get("latency", {}).items()}
     target, metric = evaluation.get("target"), main_metric(evaluation)
-    rows = [_row("baseline", evaluation["baseline"], latency.get("baseline"), metric)]
+    base = latency.get("baseline")
+    rows = [_row("baseline", evaluation["baseline"], base, base, metric)]
     for key, m in sorted(evaluation.get("thresholds", {}).items(), key=lambda kv: float(kv[0])):
         name = f"pruned@{key}"
         lat = latency.get("distilled") if target is not None and math.isclose(float(key), target) \
             else latency.get(f"thr_{key}")
-        rows.append(_row(name, m, lat, metric))
-    rows.append(_row("distilled", evaluation["distilled"], latency.get("distilled"), metric))
-    base = latency.get("baseline")
-    for row in rows:  # measured in the export stage's one timing session: ratios of medians
-        row["speedup"] = round(base / row["latency_ms"], 4) if base and row["latency_ms"] != "" else ""
+        rows.append(_row(name, m, lat, base, metric))
+    rows.append(_row("distilled", evaluation["distilled"], latency.get("distilled"), base, metric))
     return rows
 
 
-def _row(name: str, m: Mapping[str, Any], latency: float | None, metric: str) -> dict[str, Any]:
+def _row(name: str, m: Mapping[str, Any], latency: float | None, base: float | None, metric: str) -> dict[str, Any]:
+    """One model's row; the speed-up is a ratio of the export stage's medians (one timing session)."""
     return {"model": name, "sparsity": m["sparsity"], metric: m[metric], "params": m["params"],
-            "flops": m["flops"], "latency_ms": "" if latency is None else round(latency, 4)}
+            "flops": m["flops"], "latency_ms": "" if latency is None else round(latency, 4),
+            "speedup": round(base / latency, 4) if base and latency else ""}
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
