@@ -266,7 +266,8 @@ def summarize(report: dict[str, Any]) -> str:
         f"{'PASS' if r['ok'] else 'FAIL'}: {r['prunable_groups']} of {r['groups']} groups prunable; "
         f"{r['removed_units']} units cut from {r['cut_groups']} groups",
         f"params {r['params_before'] / 1e6:.3f} M -> {r['params_after'] / 1e6:.3f} M; "
-        f"MACs {r['macs_before'] / 1e9:.3f} G -> {r['macs_after'] / 1e9:.3f} G",
+        f"MACs {r['macs_before'] / 1e9:.3f} G -> {r['macs_after'] / 1e9:.3f} G (the checked training forward: "
+        "every head training uses)",
         f"pruned vs masked reference: max abs err {r['max_abs_err']:.2e} (relative {r['rel_err']:.2e})",
     ]
     onnx = r.get("onnx")

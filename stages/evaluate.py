@@ -4,7 +4,8 @@ Usage: python -m stages.evaluate TRAIN_DIR PRUNE_DIR DISTILL_DIR OUT_DIR METRICS
 
 Reads the ``evaluate`` section of params.yaml.  Every model runs the trained config's test loop (the
 validation scenes of the embedded default); FLOPs are multiply-accumulates of one image at the crop
-size (the convention of mmcv's ``get_flops`` and fvcore).  The pruned model at each threshold of
+size (the convention of mmcv's ``get_flops`` and fvcore) through the forward inference runs, the one export
+writes (``flops_graph: inference``: no auxiliary heads).  The pruned model at each threshold of
 PRUNE_DIR is measured too, for the curves against sparsity.  METRICS_JSON: ``metric`` (the task's main
 metric, when it is not mIoU), ``baseline``, ``pruned`` (the target), ``distilled`` and ``thresholds``,
 each with the task's metrics as fractions (a segmentor: mIoU, aAcc, mAcc; a classifier: top1, top5),
@@ -38,7 +39,8 @@ def work(args: argparse.Namespace) -> None:
     params: EvaluateParams = read_section(STAGE)
     from cpd.mm import load_config
     from cpd.mm.console import quiet_console
-    from cpd.mm.evaluation import load_baseline, load_student, main_metric, model_cost, pruned_type, test_model
+    from cpd.mm.evaluation import (FLOPS_GRAPH, load_baseline, load_student, main_metric, model_cost, pruned_type,
+                                   test_model)
 
     quiet_console()  # mmengine's environment and config dumps go to the log files only
 
@@ -61,7 +63,8 @@ def work(args: argparse.Namespace) -> None:
         m["sparsity"] = round(1.0 - m["params"] / baseline["params"], 6)
     target = f"{pruning['target']:g}"
     named = {} if metric == "mIoU" else {"metric": metric}  # a segmentation run's file stays as it was
-    metrics = {"target": pruning["target"], **named, "baseline": baseline, "pruned": results[f"thr_{target}"],
+    metrics = {"target": pruning["target"], **named, "flops_graph": FLOPS_GRAPH, "baseline": baseline,
+               "pruned": results[f"thr_{target}"],
                "distilled": results["distilled"],
                "thresholds": {t: results[f"thr_{t}"] for t in pruning["thresholds"]}}
     write_json(args.metrics, metrics)

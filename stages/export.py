@@ -40,7 +40,7 @@ def work(args: argparse.Namespace) -> None:
     from cpd.export import compare_latency, export_checked, pick_provider
     from cpd.mm import example_inputs, load_config
     from cpd.mm.console import quiet_console
-    from cpd.mm.evaluation import load_baseline, load_student, model_cost
+    from cpd.mm.evaluation import FLOPS_GRAPH, load_baseline, load_student, model_cost
     from cpd.mm.pruning_hook import task_of_model
 
     quiet_console()  # library warnings nobody here can act on stay off the console
@@ -72,7 +72,7 @@ def work(args: argparse.Namespace) -> None:
     flops = {name: model_cost(models[name])["flops"] for name in ("baseline", "distilled")}
     speedup = latency["baseline"]["median_ms"] / latency["distilled"]["median_ms"]
     metrics = {"provider": latency["baseline"]["provider"], "input_shape": shape, "speedup": round(speedup, 4),
-               "flops_ratio": round(flops["baseline"] / flops["distilled"], 4),
+               "flops_ratio": round(flops["baseline"] / flops["distilled"], 4), "flops_graph": FLOPS_GRAPH,
                "latency": latency, "onnx": checks}
     write_json(args.metrics, metrics)
     for name, lat in latency.items():

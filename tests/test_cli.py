@@ -152,7 +152,8 @@ def test_check_json_is_clean_and_exit_code_follows_ok(ok: bool) -> None:
     assert result.returncode == (0 if ok else 1), result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"{'PASS' if ok else 'FAIL'}: 2 of 3 groups prunable; 5 units cut from 2 groups"
-    assert "params 2.000 M -> 1.000 M; MACs 3.000 G -> 1.500 G" in lines
+    assert ("params 2.000 M -> 1.000 M; MACs 3.000 G -> 1.500 G (the checked training forward: every head "
+            "training uses)") in lines
     assert "not prunable (1): reaches a model output" in lines
     assert ("failure: output 0: differs" in lines) == (not ok)
 

@@ -214,3 +214,19 @@ def test_a_pruned_classifier_file_keeps_its_input_size(tmp_path: Path) -> None:
     assert example_inputs(loaded, batch=1).shape == (1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(task.infer_forward(loaded, x)[0], task.infer_forward(pruned.eval(), x)[0])
+
+
+def test_reported_flops_count_the_inference_graph(models: dict) -> None:
+    """evaluate and export count the forward inference runs: PSPNet's auxiliary FCN head is not in it."""
+    from cpd.flops import count_macs
+    from cpd.mm.evaluation import model_cost
+
+    model = models["segmentation"]
+    x = example_inputs(model, batch=1)
+    task = task_of(model)
+    inference = count_macs(model, (x,), forward_fn=task.infer_forward)
+    training = count_macs(model, (x,), forward_fn=task.train_forward)
+    assert model_cost(model)["flops"] == inference < training
+    classifier = models["classification"]
+    assert model_cost(classifier)["flops"] == count_macs(
+        classifier, (example_inputs(classifier, batch=1),), forward_fn=task_of(classifier).train_forward)

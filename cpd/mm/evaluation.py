@@ -157,13 +157,18 @@ def save_student(distiller_checkpoint: str | os.PathLike[str], pruned: str | os.
     return model
 
 
+#: which graph :func:`model_cost`'s FLOPs count (written beside them in the evaluate and export metrics)
+FLOPS_GRAPH = "inference"
+
+
 def model_cost(model: nn.Module) -> dict[str, int]:
-    """Parameters and MACs (one eval forward of one image at the model's deployment size,
-    :meth:`cpd.mm.tasks.Task.default_size`, through every head that training uses: the task's ``train_forward``)."""
+    """Parameters and MACs of one image at the model's deployment size (:meth:`cpd.mm.tasks.Task.default_size`)
+    through the forward inference runs, the task's ``infer_forward``: the graph export writes and latency times,
+    without training-only heads (a segmentor's auxiliary heads). Parameters count every weight the model holds."""
     from cpd.mm.pruning_hook import task_of_model
 
     inputs = example_inputs(model, batch=1)
-    forward = task_of_model(model).train_forward
+    forward = task_of_model(model).infer_forward
     return {"params": count_params(model), "flops": int(count_macs(model, (inputs,), forward_fn=forward))}
 
 

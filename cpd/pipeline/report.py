@@ -58,6 +58,8 @@ def summarize(evaluation: Mapping[str, Any], export: Mapping[str, Any]) -> dict[
     out["flops_ratio"] = export.get("flops_ratio", round(base["flops"] / final["flops"], 4))
     out["speedup"] = export.get("speedup")
     out["provider"] = export.get("provider")
+    if "flops_graph" in export:
+        out["flops_graph"] = export["flops_graph"]
     return out
 
 
