@@ -279,6 +279,8 @@ def summarize(report: dict[str, Any]) -> str:
         lines.append(f"not prunable ({count}): {reason}")
     for failure in r.get("failures", []):
         lines.append(f"failure: {failure}")
+    for note in r.get("notes", []):
+        lines.append(f"note: {note}")
     lines.append(f"{r['seconds']:.1f} s")
     return "\n".join(lines)
 

@@ -12,6 +12,10 @@
   same number; only the last is tied to the attribute, so each head stays a unit of its own.
 - Writes through a view (``p[:, 1:] = p[:, 1:] + side(x)``: TNT's patch embedding): the masked reference leaves
   view operators' outputs as views (their base is masked already), so the write reaches the base.
+- Heads split by ``C // num_heads`` with C read from the input (Twins-PCPVT's sub-sampled attention): the cut
+  verification probes every group through any unit, so a head whose removal breaks the split is found.
+- An L2 norm of an all-zero pixel (SSD's L2Norm at random weights): the unpruned model's gradients are
+  non-finite too, so ``check`` notes it instead of failing the cut; infinities only the cut brings still fail.
 """
 from __future__ import annotations
 
@@ -196,3 +200,43 @@ def test_heads_whose_split_reads_the_input_width_are_probed_by_every_unit(one_th
             assert twin(x).shape == (2, 5, 3), (group.id, unit)
     report = check(model, (x,), ratio=0.5)
     assert report.ok, report.failures
+
+
+class _ZeroNorm(nn.Module):
+    """SSD's L2Norm: a pixel that is zero in every channel gives sqrt(0) an infinite gradient, pruned or not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1, bias=False)
+        self.out = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.out(y / (y.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))  # mmdet's L2Norm
+
+
+def test_non_finite_gradients_of_the_unpruned_model_are_noted_not_failed(one_thread) -> None:
+    torch.manual_seed(0)
+    model = _ZeroNorm()
+    x = torch.randn(2, 3, 8, 8)
+    x[:, :, 0, 0] = 0.0  # one pixel is zero in every channel of the normalised features
+    report = check(model, (x,), ratio=0.3)
+    assert report.ok, report.failures
+    assert report.notes and "unpruned model's gradients are non-finite too" in report.notes[0]
+
+
+def test_non_finite_gradients_the_cut_brings_still_fail(one_thread, monkeypatch) -> None:
+    """Only the unpruned model's own infinities are excused: a cut whose backward alone is non-finite fails."""
+    import cpd.check as check_module
+
+    calls: list[int] = []
+
+    def pruned_only(model, inputs, forward_fn):
+        calls.append(1)
+        return "non-finite gradients in ['conv.weight']" if len(calls) == 1 else ""
+
+    monkeypatch.setattr(check_module, "_backward_ok", pruned_only)
+    torch.manual_seed(0)
+    report = check(_GroupNormOne(), (torch.randn(2, 3, 16, 16),), ratio=0.4)
+    assert not report.ok and report.failures == ["backward: non-finite gradients in ['conv.weight']"]
+    assert len(calls) == 2  # the unpruned model was asked too
