@@ -240,3 +240,21 @@ def test_non_finite_gradients_the_cut_brings_still_fail(one_thread, monkeypatch)
     report = check(_GroupNormOne(), (torch.randn(2, 3, 16, 16),), ratio=0.4)
     assert not report.ok and report.failures == ["backward: non-finite gradients in ['conv.weight']"]
     assert len(calls) == 2  # the unpruned model was asked too
+
+
+class _InfiniteOutput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.out = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.out(torch.relu(self.conv(x)))
+        return torch.cat((y[:, :1] / 0.0, y[:, 1:]), 1)  # infinite everywhere, pruned or not
+
+
+def test_outputs_non_finite_in_the_unpruned_model_are_noted_not_failed(one_thread) -> None:
+    torch.manual_seed(0)
+    report = check(_InfiniteOutput(), (torch.randn(2, 3, 8, 8),), ratio=0.3)
+    assert report.ok, report.failures
+    assert any("not finite, as the unpruned model's" in note for note in report.notes)
