@@ -173,6 +173,20 @@ def untraceable_here(config: str) -> str:
         return ""
 
 
+def check_in_subprocess(config: str, timeout: int, env: dict[str, str]) -> dict:
+    """:func:`check_one` in a subprocess of its own (``--one``) with a time limit; its row, or a crash or
+    timeout row."""
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--one", config], capture_output=True, text=True,
+                              timeout=timeout, cwd=ROOT, env=env)
+    except subprocess.TimeoutExpired:
+        return {"config": config, "family": family(config), "status": "timeout", "reason": f"over {timeout} s"}
+    line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    return json.loads(line) if line.startswith("{") else {
+        "config": config, "family": family(config), "status": "crash",
+        "reason": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+
+
 def _short_reason(reason: str) -> str:
     """The gist of a skip reason: which package or operator is missing, or which call failed."""
     for key, text in (("single-stage detector", "not a single-stage detector (two-stage, DETR-style, instance "
@@ -323,25 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     for i, config in enumerate(todo):
         t0 = time.perf_counter()
-        why = untraceable_here(config)
-        if why:  # decided from the config and the registry, in this process: no subprocess, no model built
-            row = {"config": config, "family": family(config), "status": "skip", "reason": why,
-                   "seconds": round(time.perf_counter() - t0, 1)}
-            with cache.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            done[config] = row
-            print(f"[{i + 1}/{len(todo)}] {config}: skip ({why[:120]})", flush=True)
-            continue
-        try:
-            proc = subprocess.run([sys.executable, __file__, "--one", config], capture_output=True, text=True,
-                                  timeout=args.timeout, cwd=ROOT, env=env)
-            line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-            row = json.loads(line) if line.startswith("{") else {
-                "config": config, "family": family(config), "status": "crash",
-                "reason": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
-        except subprocess.TimeoutExpired:
-            row = {"config": config, "family": family(config), "status": "timeout",
-                   "reason": f"over {args.timeout} s"}
+        why = untraceable_here(config)  # decided from the config and the registry: no subprocess, no model built
+        row = ({"config": config, "family": family(config), "status": "skip", "reason": why,
+                "seconds": round(time.perf_counter() - t0, 1)} if why else check_in_subprocess(config, args.timeout, env))
         with cache.open("a") as f:
             f.write(json.dumps(row) + "\n")
         done[config] = row

@@ -209,7 +209,7 @@ def test_a_pruned_classifier_file_keeps_its_input_size(tmp_path: Path) -> None:
     pruned, plan = pruner.export()
     path = tmp_path / "thr_0.3.pth"
     save_pruned_model(pruned, plan, path, model_cfg=embedded.model, scope="mmpretrain",
-                      input_size=embedded.get("input_size") or task.declared_size(embedded))
+                      input_size=task.stated_size(embedded))
     loaded = load_pruned_model(path).eval()
     assert example_inputs(loaded, batch=1).shape == (1, 3, 32, 32)
     with torch.no_grad():

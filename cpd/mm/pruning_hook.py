@@ -187,9 +187,9 @@ class PruningHook(Hook):
             return self.pruner
         model = prune_target(runner.model)
         self.task = task_of_model(model)
-        size = runner.cfg.get("input_size") or self.task.declared_size(runner.cfg)
+        size = self.task.stated_size(runner.cfg)
         if size and getattr(model, INPUT_SIZE_ATTR, None) is None:  # the runner built it: say what the config says
-            setattr(model, INPUT_SIZE_ATTR, (int(size[0]), int(size[1])))
+            setattr(model, INPUT_SIZE_ATTR, size)
         device = next(model.parameters()).device
         if self.graph is None and self.deps_path is not None:
             self.before_run(runner)
@@ -310,7 +310,7 @@ class PruningHook(Hook):
         path = Path(self.out_dir or runner.work_dir) / name
         save_pruned_model(model, plan, path, model_cfg=model_cfg if isinstance(model_cfg, Mapping) else None,
                           custom_imports=imports, scope=cfg.get("default_scope"),
-                          input_size=cfg.get("input_size") or self.task.declared_size(cfg))
+                          input_size=self.task.stated_size(cfg))
         print_log(f"PruningHook: saved {path}", logger="current")
 
     def after_val_epoch(self, runner: Any, metrics: Mapping[str, float] | None = None) -> None:

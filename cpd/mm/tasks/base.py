@@ -175,12 +175,16 @@ class Task:
         Returns:
             ``(H, W)``.
         """
+        return self.stated_size(cfg_or_model) or self.fallback_size
+
+    def stated_size(self, cfg_or_model: Config | nn.Module) -> Size | None:
+        """:meth:`default_size` without the fallback: the size the model or config says, or None."""
         if isinstance(cfg_or_model, nn.Module):
             size = getattr(cfg_or_model, INPUT_SIZE_ATTR, None)
         else:
             size = cfg_or_model.get("input_size")
         size = size or self.declared_size(cfg_or_model)
-        return (int(size[0]), int(size[1])) if size else self.fallback_size
+        return (int(size[0]), int(size[1])) if size else None
 
     def declared_size(self, cfg_or_model: Config | nn.Module) -> Size | None:
         """The input size a config or model of this task declares itself, or None.
