@@ -11,7 +11,10 @@ with the ``magnitude`` criterion (no training: the question is the speed, not th
 At the end the baseline and every pruned model are timed together, in alternating blocks
 (:func:`cpd.export.compare_latency`), and speed-ups are ratios of medians from that one session.
 
-    nice -n 10 python benchmarks/latency.py [--arch SegFormer-B0 PSPNet-R18] [--runs 6] [--final-runs 12]
+    python benchmarks/latency.py [--arch SegFormer-B0 PSPNet-R18] [--runs 6] [--final-runs 12]
+
+Results are kept per architecture in benchmarks/results/latency.json: a run of some architectures replaces
+theirs and keeps the others'; the docs table holds every architecture the file holds.
 """
 from __future__ import annotations
 
@@ -34,7 +37,12 @@ from benchmarks.report import machine, update_section, write_results  # noqa: E4
 ARCHS = {"SegFormer-B0": "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py",
          "PSPNet-R18": "pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py",
          "STDC1": "stdc/stdc1_4xb12-80k_cityscapes-512x1024.py",
-         "DeiT-S/UperNet": "vit/vit_deit-s16_upernet_8xb2-80k_ade20k-512x512.py"}
+         "DeiT-S/UperNet": "vit/vit_deit-s16_upernet_8xb2-80k_ade20k-512x512.py",
+         "Swin-T/UperNet": "swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py",
+         "BiSeNetV2": "bisenetv2/bisenetv2_fcn_4xb4-160k_cityscapes-1024x1024.py",
+         "Fast-SCNN": "fastscnn/fast_scnn_8xb4-160k_cityscapes-512x1024.py"}
+#: the six of the table, cheapest first (a run that is stopped keeps the finished ones)
+DEFAULT = ("SegFormer-B0", "BiSeNetV2", "STDC1", "PSPNet-R18", "DeiT-S/UperNet", "Swin-T/UperNet")
 TARGETS = (1.5, 2.0)
 LADDER = {"params": (0.2, 0.35, 0.5, 0.65, 0.8), "flops": (0.2, 0.35, 0.5, 0.65, 0.8)}
 SIZE = (512, 512)
@@ -136,7 +144,9 @@ def bench(name: str, config: str, args: argparse.Namespace) -> dict:
             rows[key] = row
     return {"arch": name, "config": config, "groups": len(graph.prunable()), "baseline_ms": base_ms,
             "baseline_macs": base_macs, "baseline_params": base_params, "latency_model": lm.to_dict(),
-            "profile_measurements": meter.count, "rows": rows, "seconds": time.perf_counter() - start}
+            "profile_measurements": meter.count, "rows": rows, "seconds": time.perf_counter() - start,
+            "args": {k: getattr(args, k) for k in ("runs", "rounds", "warmup", "final_runs", "final_rounds",
+                                                    "fractions")}}
 
 
 def at_speed(result: dict, metric: str, target: float) -> dict | None:
@@ -148,12 +158,12 @@ def at_speed(result: dict, metric: str, target: float) -> dict | None:
 def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str:
     lines = ["## Pruning to a measured speed (`python benchmarks/latency.py`)", "",
              f"Random weights, 512x512, batch 1, onnxruntime CPU, 1 thread; `magnitude` criterion, `round_to=8`, "
-             f"`min_keep=0.1`, no training (speed only). Latency model: {len(args.fractions)} widths per group, each "
-             f"measurement {args.runs} runs in {args.rounds} blocks against the unpruned model. Final speed-ups: "
-             f"ratios of medians, every model of an architecture timed in one session of {args.final_runs} runs "
-             f"in {args.final_rounds} alternating blocks. On {machine()}, shared with other jobs (timings are "
-             f"noisy). Command: `{command}`.", "",
-             "| model | target | latency targeting: speed-up (in-run) | predicted | MACs ratio | params ratio "
+             f"`min_keep=0.1`, no training (speed only). Latency model: a few widths per group, each "
+             f"measurement timed against the unpruned model in alternating blocks, and every group cut at once at "
+             f"each width (the interaction). Final speed-ups: ratios of medians, every model of an architecture "
+             f"timed in one session in alternating blocks; the counts of each architecture are in its line below. "
+             f"On {machine()}, shared with other jobs (timings are noisy). Command: `{command}`.", "",
+             "| model | target | latency targeting: speed-up (in-run) | predicted (error) | MACs ratio | params ratio "
              "| min / median width kept | params targeting at that speed | FLOPs targeting at that speed |",
              "|---|---|---|---|---|---|---|---|---|"]
     for res in results:
@@ -162,6 +172,10 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
             if row is None:
                 lines.append(f"| {res['arch']} | {t}x | not reached | | | | | | |")
                 continue
+            if "predicted_speedup" not in row:
+                lines.append(f"| {res['arch']} | {t}x | (from a latency model without the interaction: rerun) "
+                             "| | | | | | |")
+                continue
             other = []
             for metric in ("params", "flops"):
                 r = at_speed(res, metric, t)
@@ -169,28 +183,32 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
                              f"{r['threshold']:.2f} {metric} sparsity: {r['speedup']:.2f}x, widths min "
                              f"{r['kept']['min']:.2f} / median {r['kept']['median']:.2f}")
             lines.append(f"| {res['arch']} | {t}x | **{row['speedup']:.2f}x** ({row['measured_in_run']:.2f}x) | "
-                         f"{row['predicted_speedup']:.2f}x | {row['macs_ratio']:.2f}x | {row['params_ratio']:.2f}x | "
+                         f"{row['predicted_speedup']:.2f}x ({row['predicted_speedup'] / row['measured_in_run'] - 1:+.0%})"
+                         f" | {row['macs_ratio']:.2f}x | {row['params_ratio']:.2f}x | "
                          f"{row['kept']['min']:.2f} / {row['kept']['median']:.2f} | {other[0]} | {other[1]} |")
     lines += ["", "Speed-up: final session; in-run: what the pruner measured when it stopped. Predicted: the latency "
-              "model's additive prediction for the same widths (before the pruner's correction). Params/FLOPs "
+              "model's prediction for the same widths (its curves and interaction, before the pruner's correction "
+              "by its own measurements), and its error against the in-run measurement. Params/FLOPs "
               "targeting: the least sparse model of a ladder (0.2, 0.35, 0.5, 0.65, 0.8) within 5% of the target "
-              "speed. Widths kept: per prunable group, kept / full channels, minimum and median over the groups.", "",
-              "Reading it: the speed-up lands on the target because the pruner re-measures after every step and "
-              "corrects its prediction; the latency model alone under-predicts (the additive sum of single-group "
-              "savings misses what cutting several groups together saves). `magnitude` ignores the cost of a unit, "
-              "so with random weights it thins every group alike and the widths kept say little about the latency "
-              "model; a cost-normalised criterion (`hessian`, `taylor`: loss change per second saved) needs "
-              "gradients, i.e. training data, and is what the pipeline uses.", ""]
+              "speed. Widths kept: per prunable group, kept / full channels, minimum and median over the groups.", ""]
     for res in results:
+        k = res["latency_model"].get("interaction")
         lines.append(f"- {res['arch']}: {res['groups']} prunable groups, baseline {res['baseline_ms']:.1f} ms, "
-                     f"{res['profile_measurements']} timed exports (latency model, counting earlier runs with --reuse, and "
-                     f"pruning), {res['seconds'] / 60:.1f} min in this run.")
+                     + (f"interaction {k:.2f}, " if k is not None else "")
+                     + f"{res['profile_measurements']} timed exports (latency model, counting earlier runs with "
+                     f"--reuse, and pruning), {res['seconds'] / 60:.1f} min in this run"
+                     + (f" ({_how(res['args'])})." if "args" in res else "."))
     return "\n".join(lines)
+
+
+def _how(args: dict) -> str:
+    return (f"{len(args['fractions'])} widths per group, {args['runs']} runs in {args['rounds']} blocks per "
+            f"measurement, final session {args['final_runs']} runs in {args['final_rounds']} blocks")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", nargs="+", default=["SegFormer-B0", "PSPNet-R18"], choices=sorted(ARCHS))
+    parser.add_argument("--arch", nargs="+", default=list(DEFAULT), choices=sorted(ARCHS))
     parser.add_argument("--runs", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
@@ -208,11 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         vars(args).update({k: v for k, v in saved["args"].items() if k not in ("report", "reuse")})
         update_section("latency", markdown(saved["results"], args, args.report))
         return 0
-    args.previous = json.loads(path.read_text())["results"] if args.reuse and path.is_file() else []
+    kept = json.loads(path.read_text())["results"] if path.is_file() else []
+    args.previous = kept if args.reuse else []
     torch.set_num_threads(1)
-    results = []
+    results = [r for r in kept if r["arch"] not in args.arch]
     for name in args.arch:
         results.append(bench(name, ARCHS[name], args))
+        results.sort(key=lambda r: list(ARCHS).index(r["arch"]) if r["arch"] in ARCHS else len(ARCHS))
         write_results("latency", {"results": results,
                                   "args": {k: v for k, v in vars(args).items() if k != "previous"}})
     slim = [{k: v for k, v in r.items() if k != "latency_model"} for r in results]

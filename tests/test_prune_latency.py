@@ -125,12 +125,16 @@ def test_profile_measures_the_reachable_widths() -> None:
         reachable = {w for w, _ in widths_reachable(g, 8, 0.1)}
         assert curve.widths[-1] == g.num_units and set(curve.widths[:-1]) <= reachable
         assert len(curve.widths) >= 2 and list(curve.seconds) == sorted(curve.seconds)
-    # at a measured point of one group, the prediction is the measurement
+    # at a measured point of one group, the additive prediction is the measurement
     w = lm.groups[1].widths[0]
     removed = {1: list(range(w, 48))}
     cut = Pruner(conv_net(), (X,), PruneConfig(metric="params", criterion="magnitude"))
     cut.masks.kill_(removed)
-    assert lm.predict({1: w}) == pytest.approx(fake_seconds(cut.export()[0].eval()))
+    assert lm.baseline - lm.additive_saving({1: w}) == pytest.approx(fake_seconds(cut.export()[0].eval()))
+    assert lm.predict({1: w}) == pytest.approx(lm.baseline - lm.interaction * lm.additive_saving({1: w}))
+    # the whole-model cuts: one per fraction, after the baseline and the single-group widths
+    singles = sum(len(c.widths) - 1 for c in lm.groups.values())
+    assert [p["fraction"] for p in lm.info["joint"]] == [0.25, 0.5, 0.75] and len(calls) == 1 + singles + 3
     assert model[3].out_channels == 48  # the profiled model is not changed
     assert lm.info["round_to"]["suggested"] is None  # no group of 64 channels to try alignments on
 
@@ -146,7 +150,9 @@ def run(pruner: Pruner) -> Pruner:
 
 def test_pruner_stops_when_the_measured_sparsity_reaches_each_threshold() -> None:
     graph = comb(conv_net(), (X,))
-    lm = profile_latency(conv_net(), graph, fake_seconds, "fake", X.shape, round_to=2, align=False)
+    # additive (no joint cuts), so the prediction is off and the pruner's own measurements must correct it
+    lm = profile_latency(conv_net(), graph, fake_seconds, "fake", X.shape, round_to=2, align=False, joint=False)
+    assert lm.interaction == 1.0 and "joint" not in lm.info
     cfg = PruneConfig(criterion="random", metric="latency", interval=1, thresholds=(0.2, 0.4), step_fraction=0.1,
                       round_to=2)
     pruner = run(Pruner(conv_net(), (X,), cfg, graph=graph, latency=lm, measure=fake_seconds))
@@ -168,6 +174,32 @@ def test_pruner_stops_when_the_measured_sparsity_reaches_each_threshold() -> Non
     again = Pruner(conv_net(), (X,), cfg, graph=graph, latency=lm, measure=fake_seconds)
     again.load_state_dict(pruner.state_dict())
     assert again.correction == pruner.correction and again.checks == checks
+
+
+def test_interaction_fitted_on_whole_model_cuts_predicts_them_better() -> None:
+    """``fake_seconds`` has a term quadratic in the MACs: cutting neighbours together saves less than the sum of
+    their single savings. The joint cuts measure it (interaction below 1), and the prediction of other
+    whole-model cuts, ones the profile never measured, moves towards the truth."""
+    model = conv_net()
+    graph = comb(model, (X,))
+    lm = profile_latency(model, graph, fake_seconds, "fake", X.shape, round_to=2, align=False)
+    additive = profile_latency(model, graph, fake_seconds, "fake", X.shape, round_to=2, align=False, joint=False)
+    assert 0.25 <= lm.interaction < 1.0 and lm.groups == additive.groups
+    for p in lm.info["joint"]:
+        assert p["measured_saving_s"] < p["additive_saving_s"]
+    assert LatencyModel.from_dict(lm.to_dict()).interaction == lm.interaction
+    for f in (0.35, 0.6):
+        removed = {}
+        for g in graph.prunable():
+            width, units = min(widths_reachable(g, 2, 0.1), key=lambda wu: abs(wu[0] - f * g.num_units))
+            removed[g.id] = (width, units)
+        twin = Pruner(conv_net(), (X,), PruneConfig(metric="params", criterion="magnitude"), graph=graph)
+        twin.masks.kill_({g: u for g, (_, u) in removed.items()})
+        truth = fake_seconds(twin.export()[0].eval())
+        widths = {g: w for g, (w, _) in removed.items()}
+        assert abs(lm.predict(widths) - truth) < abs(additive.predict(widths) - truth)
+    with pytest.raises(ValueError, match="interaction"):
+        LatencyModel(lm.fingerprint, "fake", X.shape, 0.01, lm.groups, interaction=0.0)
 
 
 def test_pruner_without_measure_uses_the_prediction() -> None:

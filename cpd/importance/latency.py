@@ -9,19 +9,21 @@ batch.  From it (see docs/pruning.md):
   width ``W_g`` at the baseline) after making them non-decreasing in the width (a narrower layer is never
   slower; what the noise says otherwise is pooled away);
 - the predicted latency of a model whose groups keep widths ``w_g``:
-  ``T(w) = baseline - sum_g (t_g(W_g) - t_g(w_g))`` (the savings of the groups add up; ``T(W) = baseline``);
-- the cost of a unit of ``c`` channels in a group now ``w`` wide: ``t_g(w) - t_g(w - c)``.
+  ``T(w) = baseline - k * sum_g (t_g(W_g) - t_g(w_g))`` (the savings of the groups add up; ``T(W) = baseline``);
+- the cost of a unit of ``c`` channels in a group now ``w`` wide: ``k * (t_g(w) - t_g(w - c))``.
 
-The additive prediction ignores interactions between groups (two cuts that each free a memory-bound
-layer); the pruner re-measures the whole cut model at each threshold and corrects it.  Widths are in
-channels (:func:`cpd.importance.cost.channels_per_unit`; a head counts its head dimension).
+``k``, the *interaction*, is what the sum of single-group savings misses when every group is cut at once
+(cuts that together free the caches, or that share a memory-bound layer): measured savings of whole-model
+cuts over their additive predictions, fitted when the model is built (1: purely additive).  The pruner still
+re-measures the whole cut model at each threshold and corrects what is left.  Widths are in channels
+(:func:`cpd.importance.cost.channels_per_unit`; a head counts its head dimension).
 
-File format (``format: "cpd-latency"``, ``version: 1``), written beside the dependency JSON::
+File format (``format: "cpd-latency"``, ``version: 2``), written beside the dependency JSON::
 
-    {"format": "cpd-latency", "version": 1, "fingerprint": "<16 hex>", "runtime": "onnxruntime-cpu",
-     "input_shape": [1, 3, 512, 512], "baseline_s": 0.0123,
+    {"format": "cpd-latency", "version": 2, "fingerprint": "<16 hex>", "runtime": "onnxruntime-cpu",
+     "input_shape": [1, 3, 512, 512], "baseline_s": 0.0123, "interaction": 1.3,
      "groups": {"3": {"widths": [8, 16, 32], "seconds": [0.010, 0.011, 0.0123]}},
-     "info": {...}}   # how it was measured (threads, runs, versions), and any round_to measurements
+     "info": {...}}   # how it was measured (threads, runs, versions), the joint cuts, round_to measurements
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import numpy as np
 from cpd.files import DocKind, write_json_atomic
 from cpd.safe_load import read_document
 
-LATENCY = DocKind("cpd-latency", 1, "latency model")
+LATENCY = DocKind("cpd-latency", 2, "latency model")
 
 
 def monotone(values: Sequence[float]) -> np.ndarray:
@@ -95,6 +97,7 @@ class LatencyModel:
         baseline: the unpruned model's measured latency, in seconds.
         groups: group id -> its curve.
         info: how it was measured (free-form, JSON-ready).
+        interaction: ``k`` of the module docstring, the measured saving of joint cuts over the additive one.
     """
 
     fingerprint: str
@@ -103,17 +106,24 @@ class LatencyModel:
     baseline: float
     groups: Mapping[int, GroupCurve]
     info: Mapping[str, Any] = field(default_factory=dict)
+    interaction: float = 1.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.baseline, (int, float)) and np.isfinite(self.baseline) and self.baseline > 0):
             raise ValueError(f"baseline={self.baseline!r}: must be a positive time in seconds")
+        if not (isinstance(self.interaction, (int, float)) and np.isfinite(self.interaction)
+                and self.interaction > 0):
+            raise ValueError(f"interaction={self.interaction!r}: must be a positive factor (1: additive savings)")
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+
+    def additive_saving(self, widths: Mapping[int, float]) -> float:
+        """``sum_g (t_g(W_g) - t_g(w_g))``: the single-group savings of ``widths``, summed (no interaction)."""
+        return sum(float(self.groups[g].at(self.groups[g].widths[-1]) - self.groups[g].at(w))
+                   for g, w in widths.items() if g in self.groups)
 
     def predict(self, widths: Mapping[int, float]) -> float:
         """``T(w)``: the predicted latency with group ``g`` kept ``widths[g]`` channels wide (others whole)."""
-        saved = sum(float(self.groups[g].at(self.groups[g].widths[-1]) - self.groups[g].at(w))
-                    for g, w in widths.items() if g in self.groups)
-        return self.baseline - saved
+        return self.baseline - self.interaction * self.additive_saving(widths)
 
     def unit_costs(self, gid: int, width: float, channels: np.ndarray) -> np.ndarray:
         """What removing each unit alone would save now: ``t_g(width) - t_g(width - channels[u])``.
@@ -130,7 +140,7 @@ class LatencyModel:
         if gid not in self.groups:
             return np.zeros(channels.shape)
         curve = self.groups[gid]
-        return np.maximum(float(curve.at(width)) - curve.at(width - channels), 0.0)
+        return self.interaction * np.maximum(float(curve.at(width)) - curve.at(width - channels), 0.0)
 
     def check_fits(self, fingerprint: str, runtime: str | None = None, input_shape: Sequence[int] | None = None,
                    groups: Sequence[int] | None = None, where: str = "") -> None:
@@ -164,6 +174,7 @@ class LatencyModel:
         """The JSON document (see the module docstring)."""
         return {**LATENCY.header(), "fingerprint": self.fingerprint, "runtime": self.runtime,
                 "input_shape": list(self.input_shape), "baseline_s": float(self.baseline),
+                "interaction": float(self.interaction),
                 "groups": {str(g): {"widths": [int(w) for w in c.widths], "seconds": [float(s) for s in c.seconds]}
                            for g, c in sorted(self.groups.items())},
                 "info": dict(self.info)}
@@ -181,10 +192,10 @@ class LatencyModel:
             groups = {int(g): GroupCurve(tuple(int(w) for w in c["widths"]), tuple(float(s) for s in c["seconds"]))
                       for g, c in doc["groups"].items()}
             return cls(str(doc["fingerprint"]), str(doc["runtime"]), tuple(doc["input_shape"]),
-                       float(doc["baseline_s"]), groups, dict(doc.get("info", {})))
+                       float(doc["baseline_s"]), groups, dict(doc.get("info", {})), float(doc["interaction"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{prefix}malformed latency model ({type(e).__name__}: {e}); expected the keys "
-                             "fingerprint, runtime, input_shape, baseline_s, groups") from None
+                             "fingerprint, runtime, input_shape, baseline_s, interaction, groups") from None
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the document atomically (indented, so a diff shows what changed)."""
