@@ -167,6 +167,14 @@ def test_pruner_stops_when_the_measured_sparsity_reaches_each_threshold() -> Non
     assert checks and all({"predicted", "measured", "corrected", "seconds", "goal"} <= set(c) for c in checks)
     # the additive model over-predicts what two cut neighbours save: a measurement fell short and corrected it
     assert any(c["measured"] < c["goal"] - MEASURED_SLACK for c in checks)
+    # ... and was timed once more on the same model (same prediction, and this measure is deterministic)
+    # before the pruner acted on it
+    first_off = next(i for i, c in enumerate(checks) if c["measured"] < c["goal"] - MEASURED_SLACK)
+    assert checks[first_off + 1]["predicted"] == checks[first_off]["predicted"]
+    assert checks[first_off + 1]["measured"] == checks[first_off]["measured"]
+    # the correction pools every measurement: least squares through zero of measured over predicted
+    pm = sum(c["predicted"] * c["measured"] for c in checks)
+    assert pruner.correction == pytest.approx(np.clip(pm / sum(c["predicted"] ** 2 for c in checks), 0.25, 4))
     assert pruner.correction != 1.0
     summary = pruner.plan()["summary"]["latency"]
     assert summary["checks"] == checks and summary["baseline_s"] == lm.baseline

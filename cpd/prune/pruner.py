@@ -23,11 +23,13 @@ Pruning steps: see :mod:`cpd.prune.schedule` for which units go and :class:`Prun
 ``metric="latency"``: the cost of each unit comes from a measured
 :class:`~cpd.importance.latency.LatencyModel` (:func:`cpd.prune.latency.profile_latency`), and with a
 ``measure`` callback the whole cut model is re-measured after every pruning step: the sparsity reported is
-``1 - measured / baseline``.  After each measurement the prediction is scaled by ``measured / predicted``
-sparsity (the *correction*, kept for the later steps); a step short of its goal prunes on, and a step more
-than ``OVERSHOOT`` past the next threshold gives its removals back and takes again, up to
-``MAX_CORRECTIONS`` times; every measurement is recorded (``pruner.checks``, the plan's summary) with the
-prediction beside it.
+``1 - measured / baseline``.  After each measurement the prediction is scaled by the *correction*: the
+least-squares factor (through zero) of every measured sparsity of the run over its prediction, so one noisy
+timing moves it little.  A step short of its goal, or more than ``OVERSHOOT`` past the next threshold, is
+timed once more first (a single timing on a loaded machine is often off by more than either margin), and
+the mean of the two decides; a step still short prunes on, one still past gives its removals back and takes
+again, up to ``MAX_CORRECTIONS`` times.  Every measurement is recorded (``pruner.checks``, the plan's
+summary) with the prediction beside it.
 """
 from __future__ import annotations
 
@@ -62,7 +64,8 @@ EPS = 1e-9
 #: no step goes more than this share of the original metric past the next threshold, when some removal fits
 #: (see ``cpd.prune.schedule.select``): a step that ends on a threshold lands on it.
 LANDING = 2e-3
-#: re-measurements of one step that falls short of its threshold (each corrects the prediction first).
+#: re-takes of one step that falls short of its goal or lands past its threshold (each corrects the prediction
+#: first, and each is decided on two timings of the model: see the module docstring).
 MAX_CORRECTIONS = 4
 #: a measured latency sparsity this close below a threshold reaches it (timings on a loaded machine wobble
 #: by about this much; without it the pruner would chase the noise past the threshold).
@@ -247,18 +250,24 @@ class Pruner:
         timed = self.measure_fn is not None
         self._guarded_fill(goal, scores, start, threshold)
         self.sparsity = self.measure(goal if timed else None)
-        for _ in range(MAX_CORRECTIONS if timed else 0):
-            self._correct(self.checks[-1])
+        repeated = False
+        for _ in range(2 * MAX_CORRECTIONS if timed else 0):
+            self._correct()
             over = threshold is not None and self.sparsity > threshold + OVERSHOOT
             if not over and (self.sparsity >= goal - self.slack or self.exhausted):
                 break
+            if not repeated:  # one timing may be a spike: time the same model again, the mean decides
+                self.sparsity = 0.5 * (self.sparsity + self.measure(goal))
+                repeated = True
+                continue
+            repeated = False
             if over:  # give this step's removals back and take again with the corrected prediction
                 self.masks.set_({g: np.isin(np.arange(d.size), start.get(g, [])) for g, d in self.masks.dead.items()})
                 self.exhausted = False
             self._guarded_fill(goal, scores, start, threshold)
             self.sparsity = self.measure(goal)
         if timed:
-            self._correct(self.checks[-1])
+            self._correct()
         self.saliency.reset()
         crossed = tuple(t for t in upcoming if t <= self.sparsity + self.slack)
         self.reached.extend(crossed)
@@ -289,11 +298,13 @@ class Pruner:
         dead = self.masks.dead if dead is None else dead
         return 1.0 - self.costs.total(dead, self.config.metric) / self.original
 
-    def _correct(self, check: Mapping[str, Any]) -> None:
-        """Scale later predictions by the measured / predicted saving of ``check`` (bounded: one bad timing
-        must not make the pruner remove, or keep, four times what it should)."""
-        if check["predicted"] > EPS and check["measured"] > EPS:
-            self.correction = float(np.clip(check["measured"] / check["predicted"], 0.25, 4.0))
+    def _correct(self) -> None:
+        """Scale later predictions by the least-squares factor of every measured over predicted sparsity so
+        far (bounded: a run of bad timings must not make the pruner remove, or keep, four times what it should)."""
+        pairs = [(c["predicted"], c["measured"]) for c in self.checks if c["predicted"] > EPS and c["measured"] > EPS]
+        if pairs:
+            num = sum(p * m for p, m in pairs)
+            self.correction = float(np.clip(num / sum(p * p for p, _ in pairs), 0.25, 4.0))
 
     def _fill(self, goal: float, scores: Mapping[int, np.ndarray], threshold: float | None = None) -> None:
         """Kill the lowest-scoring removals until the estimated sparsity reaches ``goal`` (costs re-estimated).

@@ -70,7 +70,7 @@ class PrunerState:
         saliency: the saliency accumulator's state (:meth:`SaliencyAccumulator.state_dict`).
         rng: the random generator's ``bit_generator.state``.
         history: every pruning step so far.
-        correction: ``metric="latency"``: measured / predicted saving at the last measurement.
+        correction: ``metric="latency"``: the least-squares measured / predicted saving over the checks.
         checks: ``metric="latency"``: every measurement (``Pruner.checks``).
     """
 
