@@ -12,7 +12,7 @@ repro`` with thresholds ``[0.2, t]``: prune while distilling, distil (same budge
 Every run is a fresh git + DVC repository holding this checkout's pipeline and ``dvc.lock``, with its cache
 seeded from the repository's, so data, train and comb come from the cache and only the stages after them run.
 
-    python benchmarks/speed_target.py [--seeds 0 1 2] [--resume] [--cache .dvc/cache]
+    python benchmarks/speed_target.py [--seeds 0 1 2] [--resume] [--work DIR] [--cache .dvc/cache] [--report]
 
 Writes benchmarks/results/speed_target.json after every run (``--resume`` skips the runs it holds) and the
 ``speed-target`` section of docs/benchmarks.md.
@@ -168,11 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, help="run in DIR and keep the repositories (default: a temp dir)")
     ap.add_argument("--resume", action="store_true", help="keep the runs benchmarks/results/speed_target.json holds")
     ap.add_argument("--no-doc", action="store_true", help="write the results JSON only")
+    ap.add_argument("--report", action="store_true", help="only rewrite the docs section from the results JSON")
     ap.add_argument("--retime", action="store_true", help="only time the kept runs' ONNX files again, in one "
                     "session, and rewrite the docs section (needs --work DIR of the runs)")
     args = ap.parse_args(argv)
     from benchmarks.report import machine, update_section, write_results
 
+    if args.report:
+        update_section("speed-target", section(json.loads(RESULTS.read_text())))
+        return 0
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     data = json.loads(RESULTS.read_text()) if args.resume and RESULTS.is_file() else {}
     data.setdefault("runs", {})
