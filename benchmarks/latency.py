@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                         "latency.json, naming COMMAND as the one that measured it")
     args = parser.parse_args(argv)
     path = ROOT / "benchmarks" / "results" / "latency.json"
+    torch.set_num_threads(1)
     if args.report:
         saved = json.loads(path.read_text())
         vars(args).update({k: v for k, v in saved["args"].items() if k not in ("report", "reuse")})

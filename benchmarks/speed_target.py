@@ -63,6 +63,8 @@ def run(params: dict, where: Path, cache: Path) -> dict:
 
 
 def with_params(base: dict, metric: str, thresholds: list[float], seed: int) -> dict:
+    """``base`` (params.yaml) pruning to ``thresholds`` of ``metric``, prune and distill seeded with ``seed``,
+    every threshold's model exported and timed."""
     params = json.loads(json.dumps(base))
     params["prune"].update(metric=metric, thresholds=thresholds, seed=seed)
     params["distill"]["seed"] = seed
