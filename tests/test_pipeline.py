@@ -325,9 +325,11 @@ def test_latency_metric_prunes_to_a_measured_speed_up(repo: Path) -> None:
         assert pruning["metric"] == "latency"
         for t in ("0.1", "0.2"):
             checks = pruning["thresholds"][t]["latency"]["checks"]
-            assert checks and all({"predicted", "measured", "seconds"} <= set(c) for c in checks)
-            assert checks[-1]["measured"] >= float(t) - MEASURED_SLACK
-            assert pruning["thresholds"][t]["sparsity"] == pytest.approx(checks[-1]["measured"], abs=1e-6)
+            assert checks and all({"predicted", "measured", "seconds", "decided"} <= set(c) for c in checks)
+            # the step's decision: its timing, or the mean of two timings of the same model when one said
+            # short or past (on this tiny model two timings can differ by more than the threshold itself)
+            assert checks[-1]["decided"] >= float(t) - MEASURED_SLACK
+            assert pruning["thresholds"][t]["sparsity"] == pytest.approx(checks[-1]["decided"], abs=1e-6)
         assert "speed" in experiment_summaries(repo)
     finally:
         run(repo, "git", "checkout", "-q", "--", ".")

@@ -164,7 +164,9 @@ def test_pruner_stops_when_the_measured_sparsity_reaches_each_threshold() -> Non
     for event, t in zip(events, (0.2, 0.4)):
         assert event.crossed == (t,) and event.sparsity >= t - MEASURED_SLACK and event.predicted is not None
     checks = pruner.checks
-    assert checks and all({"predicted", "measured", "corrected", "seconds", "goal"} <= set(c) for c in checks)
+    assert checks and all({"predicted", "measured", "corrected", "seconds", "goal", "decided"} <= set(c)
+                          for c in checks)
+    assert pruner.sparsity == pytest.approx(checks[-1]["decided"])
     # the additive model over-predicts what two cut neighbours save: a measurement fell short and corrected it
     assert any(c["measured"] < c["goal"] - MEASURED_SLACK for c in checks)
     # ... and was timed once more on the same model (same prediction, and this measure is deterministic)

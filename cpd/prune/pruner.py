@@ -258,6 +258,7 @@ class Pruner:
                 break
             if not repeated:  # one timing may be a spike: time the same model again, the mean decides
                 self.sparsity = 0.5 * (self.sparsity + self.measure(goal))
+                self.checks[-1]["decided"] = self.sparsity  # what the step goes on from: the mean of the two
                 repeated = True
                 continue
             repeated = False
@@ -358,7 +359,8 @@ class Pruner:
             seconds = float(self.measure_fn(self._cut_copy().eval()))
             measured = 1.0 - seconds / self.original
             self.checks.append({"iteration": self.iteration, "goal": goal, "predicted": predicted,
-                                "corrected": self.correction * predicted, "measured": measured, "seconds": seconds})
+                                "corrected": self.correction * predicted, "measured": measured, "seconds": seconds,
+                                "decided": measured})
             return measured
         if self.config.metric != "flops":
             return 1.0 - self.costs.total(self.masks.dead, self.config.metric) / self.original
