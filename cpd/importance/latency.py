@@ -40,6 +40,13 @@ from cpd.safe_load import read_document
 LATENCY = DocKind("cpd-latency", 2, "latency model")
 
 
+def fit_through_zero(xs: Sequence[float] | np.ndarray, ys: Sequence[float] | np.ndarray) -> float | None:
+    """The least-squares ``k`` of ``ys ~ k * xs`` (a line through zero); None when every ``x`` is zero."""
+    x, y = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+    den = float((x * x).sum())
+    return float((x * y).sum()) / den if den > 0 else None
+
+
 def monotone(values: Sequence[float]) -> np.ndarray:
     """The non-decreasing sequence closest to ``values`` in least squares (pool-adjacent-violators)."""
     blocks: list[list[float]] = []  # [mean, count]

@@ -21,8 +21,8 @@ attention product).  Every decision is kept in ``info["points"]``.
 *Interaction.*  Single-group savings do not add up to what cutting every group at once saves: measured at
 512x512 on onnxruntime CPU, whole-model cuts saved 0.66 (BiSeNetV2) to 1.41 (STDC1) times the sum (cuts
 that share a layer overlap; narrower activations fit the caches).  With ``joint``, the model is also
-measured with *every* group cut at once to each of the ``fractions``; the interaction ``k`` is the least-squares factor (through zero) of those
-measured savings over their additive predictions, bounded to [0.25, 4], and every prediction and unit cost
+measured with *every* group cut at once to each of the ``fractions``; the interaction ``k`` is the
+least-squares factor (through zero) of those measured savings over their additive predictions, bounded to [0.25, 4], and every prediction and unit cost
 of the latency model is scaled by it.  The points are kept in ``info["joint"]``.
 
 ``round_to``: on the group whose curve is steepest, widths ``W``, ``W - 1``, ``W - 8``, ``W - 16`` and
@@ -44,7 +44,7 @@ from torch import nn
 
 from cpd.graph.group import DependencyGraph, Group
 from cpd.importance.cost import channels_per_unit
-from cpd.importance.latency import GroupCurve, LatencyModel
+from cpd.importance.latency import GroupCurve, LatencyModel, fit_through_zero
 from cpd.prune.schedule import group_removals, limits_of
 from cpd.surgery import cut_, prepare_
 
@@ -156,7 +156,7 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
         curves, details["points"] = with_prior(curves, raw, counted, baseline, repeated, min_noise,
                                                lambda g, w: timed({g: chosen_by[g][w]}), retries)
     lm = LatencyModel(graph.fingerprint, runtime, tuple(input_shape), baseline, curves, details)
-    if joint and at_fraction and any(at_fraction.values()):
+    if joint:
         lm = with_interaction(lm, at_fraction, timed, log)
     if align:
         lm = replace(lm, info={**lm.info, "round_to": measure_alignment(graph, lm, timed, tolerance)})
@@ -173,18 +173,18 @@ def with_interaction(lm: LatencyModel, at_fraction: Mapping[float, Mapping[int, 
         at_fraction: per fraction, ``{group: (width, units removed)}`` for every group.
         timed: ``timed({group: units}) -> seconds`` of the cut copy.
     """
-    points, num, den = [], 0.0, 0.0
+    points = []
     for f, chosen in sorted(at_fraction.items()):
         if not chosen:
             continue
         additive = lm.additive_saving({g: w for g, (w, _) in chosen.items()})
         measured = lm.baseline - timed({g: u for g, (_, u) in chosen.items()})
-        num, den = num + additive * measured, den + additive * additive
         points.append({"fraction": f, "additive_saving_s": additive, "measured_saving_s": measured})
         if log is not None:
             log(f"every group at {f:.2f} of its width: {measured * 1e3:.3f} ms saved, {additive * 1e3:.3f} ms "
                 "the sum of the single-group savings")
-    k = float(np.clip(num / den, 0.25, 4.0)) if den > 0 and num > 0 else 1.0
+    k = fit_through_zero([p["additive_saving_s"] for p in points], [p["measured_saving_s"] for p in points])
+    k = float(np.clip(k, 0.25, 4.0)) if k is not None and k > 0 else 1.0
     return replace(lm, interaction=k, info={**lm.info, "joint": points})
 
 
@@ -202,7 +202,7 @@ def with_prior(curves: Mapping[int, GroupCurve], raw: Mapping[int, Mapping[int, 
     pairs = [(full_macs - counted[(g, w)], baseline - s) for g, pts in raw.items() for w, s in pts.items()]
     dm = np.array([p[0] for p in pairs], dtype=np.float64)
     ds = np.array([p[1] for p in pairs], dtype=np.float64)
-    rate = float(max((dm * ds).sum(), 0.0) / (dm * dm).sum()) if (dm * dm).sum() > 0 else 0.0
+    rate = max(fit_through_zero(dm, ds) or 0.0, 0.0)
     residuals = ds - rate * dm
     mad = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals)))) if len(residuals) else 0.0
     sigma = max(float(np.std(repeated)), mad, min_noise * baseline)

@@ -48,7 +48,7 @@ from cpd.flops import count_macs, count_param_macs
 from cpd.graph.forward import run_forward
 from cpd.graph.group import DependencyGraph, fingerprint
 from cpd.importance import IMPORTANCES, CostModel, ImportanceContext, SaliencyAccumulator, build_importance
-from cpd.importance.latency import LatencyModel
+from cpd.importance.latency import LatencyModel, fit_through_zero
 from cpd.prune.config import PruneConfig
 from cpd.prune.live_norm import attach_live_norms, strip_live_norms_
 from cpd.prune.masks import MaskSet
@@ -131,8 +131,6 @@ class Pruner:
                        for g in self.groups}
         self.original = (float(total_macs) if config.metric == "flops" else self.latency.baseline if self.latency
                          else self.costs.total({}, config.metric))
-        #: measured / predicted latency saving at the last measurement (1: the prediction is trusted).
-        self.correction = 1.0
         #: every latency measurement: iteration, goal, predicted, corrected prediction, measured, seconds.
         self.checks: list[dict[str, Any]] = []
         self.iteration = 0
@@ -252,7 +250,6 @@ class Pruner:
         self.sparsity = self.measure(goal if timed else None)
         repeated = False
         for _ in range(2 * MAX_CORRECTIONS if timed else 0):
-            self._correct()
             over = threshold is not None and self.sparsity > threshold + OVERSHOOT
             if not over and (self.sparsity >= goal - self.slack or self.exhausted):
                 break
@@ -267,8 +264,6 @@ class Pruner:
                 self.exhausted = False
             self._guarded_fill(goal, scores, start, threshold)
             self.sparsity = self.measure(goal)
-        if timed:
-            self._correct()
         self.saliency.reset()
         crossed = tuple(t for t in upcoming if t <= self.sparsity + self.slack)
         self.reached.extend(crossed)
@@ -299,13 +294,14 @@ class Pruner:
         dead = self.masks.dead if dead is None else dead
         return 1.0 - self.costs.total(dead, self.config.metric) / self.original
 
-    def _correct(self) -> None:
-        """Scale later predictions by the least-squares factor of every measured over predicted sparsity so
-        far (bounded: a run of bad timings must not make the pruner remove, or keep, four times what it should)."""
+    @property
+    def correction(self) -> float:
+        """What later predictions are scaled by: the least-squares factor of every measured over predicted
+        sparsity so far (1 before any measurement; bounded: a run of bad timings must not make the pruner
+        remove, or keep, four times what it should)."""
         pairs = [(c["predicted"], c["measured"]) for c in self.checks if c["predicted"] > EPS and c["measured"] > EPS]
-        if pairs:
-            num = sum(p * m for p, m in pairs)
-            self.correction = float(np.clip(num / sum(p * p for p, _ in pairs), 0.25, 4.0))
+        k = fit_through_zero([p for p, _ in pairs], [m for _, m in pairs])
+        return 1.0 if k is None else float(np.clip(k, 0.25, 4.0))
 
     def _fill(self, goal: float, scores: Mapping[int, np.ndarray], threshold: float | None = None) -> None:
         """Kill the lowest-scoring removals until the estimated sparsity reaches ``goal`` (costs re-estimated).
@@ -470,7 +466,7 @@ class Pruner:
         self.rng.bit_generator.state = s.rng
         self.iteration, self.sparsity, self.reached = s.iteration, s.sparsity, list(s.reached)
         self.exhausted, self.frozen, self.history = s.exhausted, dict(s.frozen), list(s.history)
-        self.correction, self.checks = s.correction, [dict(c) for c in s.checks]
+        self.checks = [dict(c) for c in s.checks]  # the correction follows from them
 
 
 def _merged(before: Mapping[int, Sequence[int]], step: Mapping[int, Sequence[int]],
