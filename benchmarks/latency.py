@@ -105,14 +105,13 @@ def bench(name: str, config: str, args: argparse.Namespace) -> dict:
           f"({meter.exporter} export)", flush=True)
     old = {r["arch"]: r for r in args.previous}.get(name)
     if old is not None:  # --reuse: the latency model of the last run (same architecture), not measured again
-        from cpd.importance.latency import LatencyModel
-
-        lm = LatencyModel.from_dict(old["latency_model"])
+        lm = reused_model(old["latency_model"], cpu_copy(model), graph, meter)
         lm.check_fits(graph.fingerprint, meter.runtime, shape, [g.id for g in graph.prunable()])
         meter.count = old["profile_measurements"]
     else:
         lm = profile_latency(cpu_copy(model), graph, meter, meter.runtime, shape, round_to=8, min_keep=0.1,
-                             fractions=tuple(args.fractions), align=False, macs=meter.macs, info=meter.info)
+                             fractions=tuple(args.fractions), align=False, macs=meter.macs,
+                             param_macs=meter.param_macs, info=meter.info)
     meter.baseline = lm.baseline  # measurements are then 1 - time / reference time in the latency model's terms
     profiled = time.perf_counter() - start
     print(f"  latency model: {meter.count} measurements, {profiled:.0f} s", flush=True)
@@ -147,6 +146,33 @@ def bench(name: str, config: str, args: argparse.Namespace) -> dict:
             "profile_measurements": meter.count, "rows": rows, "seconds": time.perf_counter() - start,
             "args": {k: getattr(args, k) for k in ("runs", "rounds", "warmup", "final_runs", "final_rounds",
                                                     "fractions")}}
+
+
+def reused_model(doc: dict, model, graph, meter):
+    """The stored latency model; one of version 2 (interaction fitted without the MACs overlap) gets the
+    overlap of each of its stored whole-model cuts, computed from the structure (nothing is timed), and its
+    interaction fitted again over them, as ``profile_latency`` now does."""
+    from dataclasses import replace
+
+    from cpd.importance import CostModel
+    from cpd.importance.cost import channels_per_unit
+    from cpd.importance.latency import LATENCY, LatencyModel
+    from cpd.prune.latency import fit_interaction, overlap_of, widths_reachable
+
+    if doc.get("version") != 2:
+        return LatencyModel.from_dict(doc)
+    overlap = overlap_of(CostModel(model, graph.prunable(), *meter.param_macs(model)), graph)
+    lm = LatencyModel.from_dict({**doc, "version": LATENCY.version, "overlap": "macs"})
+    joint = []
+    for p in lm.info["joint"]:
+        removed = {}
+        for g in graph.prunable():
+            full, reachable = int(channels_per_unit(g).sum()), widths_reachable(g, 8, 0.1)
+            if reachable:  # the width profile_latency cut this group to at this fraction
+                removed[g.id] = min(reachable, key=lambda wu: (abs(wu[0] - p["fraction"] * full), wu[0]))[1]
+        joint.append({**p, "overlap": overlap(removed)})
+    return replace(lm, interaction=fit_interaction(joint),
+                   info={**lm.info, "joint": joint, "interaction_without_overlap": doc["interaction"]})
 
 
 def at_speed(result: dict, metric: str, target: float) -> dict | None:
@@ -187,14 +213,15 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
                          f" | {row['macs_ratio']:.2f}x | {row['params_ratio']:.2f}x | "
                          f"{row['kept']['min']:.2f} / {row['kept']['median']:.2f} | {other[0]} | {other[1]} |")
     lines += ["", "Speed-up: final session; in-run: what the pruner measured when it stopped. Predicted: the latency "
-              "model's prediction for the same widths (its curves and interaction, before the pruner's correction "
+              "model's prediction for the same widths (its curves, MACs overlap and interaction, before the pruner's correction "
               "by its own measurements), and its error against the in-run measurement. Params/FLOPs "
               "targeting: the least sparse model of a ladder (0.2, 0.35, 0.5, 0.65, 0.8) within 5% of the target "
               "speed. Widths kept: per prunable group, kept / full channels, minimum and median over the groups.", ""]
     for res in results:
         k = res["latency_model"].get("interaction")
         lines.append(f"- {res['arch']}: {res['groups']} prunable groups, baseline {res['baseline_ms']:.1f} ms, "
-                     + (f"interaction {k:.2f}, " if k is not None else "")
+                     + (f"interaction {k:.2f}" + (" over the MACs overlap" if res["latency_model"].get("overlap") == "macs"
+                                                   else "") + ", " if k is not None else "")
                      + f"{res['profile_measurements']} timed exports (latency model, counting earlier runs with "
                      f"--reuse, and pruning), {res['seconds'] / 60:.1f} min in this run"
                      + (f" ({_how(res['args'])})." if "args" in res else "."))

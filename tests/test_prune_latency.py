@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from cpd.combing import comb
-from cpd.flops import count_macs
+from cpd.flops import count_macs, count_param_macs
 from cpd.importance import CostModel
 from cpd.importance.latency import GroupCurve, LatencyModel, monotone, read_latency_model
 from cpd.prune import PruneConfig, Pruner
@@ -210,6 +210,52 @@ def test_interaction_fitted_on_whole_model_cuts_predicts_them_better() -> None:
         assert abs(lm.predict(widths) - truth) < abs(additive.predict(widths) - truth)
     with pytest.raises(ValueError, match="interaction"):
         LatencyModel(lm.fingerprint, "fake", X.shape, 0.01, lm.groups, interaction=0.0)
+
+
+def linear_seconds(model: nn.Module) -> float:
+    """A 'latency' exactly linear in the MACs: whatever it does not add up is the layers' overlap."""
+    return 1e-3 + count_macs(model, (X,)) * 1e-9
+
+
+def test_macs_overlap_predicts_uneven_cuts_that_one_factor_misses() -> None:
+    """Two neighbouring groups cut at once share the convolution between them. The MACs overlap says by
+    how much for any shape of cut; one factor fitted on uniform cuts cannot, so cuts of one group alone, or
+    of neighbours at very different widths, are predicted well only with the overlap."""
+    model = conv_net()
+    graph = comb(model, (X,))
+    param_macs = lambda m: count_param_macs(m, (X,))  # noqa: E731
+    lm = profile_latency(model, graph, linear_seconds, "fake", X.shape, round_to=2, align=False, param_macs=param_macs)
+    single = profile_latency(model, graph, linear_seconds, "fake", X.shape, round_to=2, align=False)
+    assert lm.overlap == "macs" and single.overlap == "none"
+    assert lm.interaction == pytest.approx(1.0, abs=0.05) and single.interaction < 0.9  # what the overlap explains
+    assert all(0 < p["overlap"] < 1 for p in lm.info["joint"]) and all(p["overlap"] == 1 for p in single.info["joint"])
+    assert LatencyModel.from_dict(lm.to_dict()).overlap == "macs"
+    groups = graph.prunable()
+    costs = CostModel(model, groups, *param_macs(model), latency=lm)
+    flat = CostModel(model, groups, latency=single)
+    rng = np.random.default_rng(0)
+    for _ in range(4):  # uneven cuts: each group to its own random reachable width, some left whole
+        removed = {}
+        for g in groups:
+            options = widths_reachable(g, 2, 0.1)
+            pick = int(rng.integers(-1, len(options)))
+            if pick >= 0:
+                removed[g.id] = options[pick][1]
+        dead = {g.id: np.isin(np.arange(g.num_units), removed.get(g.id, [])) for g in groups}
+        twin = Pruner(conv_net(), (X,), PruneConfig(metric="params", criterion="magnitude"), graph=graph)
+        twin.masks.kill_({g: u for g, u in removed.items() if u})
+        truth = linear_seconds(twin.export()[0].eval())
+        got = costs.total(dead, "latency")
+        assert got == pytest.approx(truth, rel=0.02)
+        assert abs(got - truth) <= abs(flat.total(dead, "latency") - truth) + 1e-9
+        for g in groups:  # a unit's cost is what the prediction loses by removing it
+            live = np.flatnonzero(~dead[g.id])
+            if live.size < 2:
+                continue
+            more = {**dead, g.id: dead[g.id].copy()}
+            more[g.id][live[-1]] = True
+            step = costs.total(dead, "latency") - costs.total(more, "latency")
+            assert costs.unit_costs(g, dead, "latency")[live[-1]] == pytest.approx(step, rel=0.15, abs=1e-7)
 
 
 def test_pruner_without_measure_uses_the_prediction() -> None:

@@ -36,7 +36,7 @@ from cpd.export.latency import compare_latency, pick_provider
 from cpd.export.onnx_export import ForwardFn, TupleOutputs, eval_mode, export_onnx, torch_outputs
 from cpd.export.pooling import exportable_pooling
 from cpd.export.runtime import CPU, CUDA
-from cpd.flops import count_macs
+from cpd.flops import count_macs, count_param_macs
 
 RUNTIMES = {"onnxruntime-cpu": CPU, "onnxruntime-cuda": CUDA, "torch-eager": None}
 
@@ -109,6 +109,10 @@ class LatencyMeter:
     def macs(self, model: nn.Module) -> float:
         """MACs of ``model``'s inference forward at the deployment input (the latency model's prior)."""
         return float(count_macs(model, (self.inputs,), self.forward_fn))
+
+    def param_macs(self, model: nn.Module) -> tuple[dict[str, int], int]:
+        """MACs of ``model``'s inference forward per parameter, and in all (the latency model's overlap)."""
+        return count_param_macs(model, (self.inputs,), self.forward_fn)
 
     def _export(self, model: nn.Module, name: str) -> Path:
         """``model``'s inference graph at the deployment input, as an ONNX file of the work folder."""

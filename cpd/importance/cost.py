@@ -14,8 +14,10 @@ parameter's live size is the product over its axes of the live indices of each a
 - ``channels``: the number of channels of the unit (the fewest indices any parameter member gives it,
   so a head counts its head dimension and a ``flatten -> Linear`` channel counts once).
 - ``latency`` (seconds on a runtime, predicted by a measured :class:`cpd.importance.latency.LatencyModel`):
-  a unit of ``c`` channels in a group now ``w`` channels wide costs ``t_g(w) - t_g(w - c)``; the total is
-  the model's additive prediction.  The pruner re-measures the cut model at each threshold.
+  a unit of ``c`` channels in a group now ``w`` channels wide costs ``k * m_u * (t_g(w) - t_g(w - c))``;
+  the total is the model's prediction, its summed single-group savings scaled by ``k`` and by the MACs
+  overlap :meth:`CostModel.overlap` (``m_u``: :meth:`CostModel.unit_overlap`).  The pruner re-measures the
+  cut model at each threshold.
 """
 from __future__ import annotations
 
@@ -99,7 +101,7 @@ class CostModel:
         if metric == "channels":
             return float(sum(int(c[~dead[g]].sum()) if g in dead else int(c.sum()) for g, c in self.channels.items()))
         if metric == "latency":
-            return self._latency().predict({g: self.width(g, dead) for g in self.channels})
+            return self._latency().predict({g: self.width(g, dead) for g in self.channels}, self.overlap(dead))
         total = 0.0
         for name in self.shapes:
             n = float(np.prod(self.live_shape(name, dead)))
@@ -111,7 +113,8 @@ class CostModel:
         if metric == "channels":
             return self.channels[group.id].astype(np.float64)
         if metric == "latency":
-            return self._latency().unit_costs(group.id, self.width(group.id, dead), self.channels[group.id])
+            return self._latency().unit_costs(group.id, self.width(group.id, dead), self.channels[group.id],
+                                              self.unit_overlap(group, dead))
         cost = np.zeros(group.num_units)
         for m in group.members:
             if m.kind != "param":
@@ -122,3 +125,30 @@ class CostModel:
                 per_index *= self.rate[m.name]
             cost += np.bincount(m.unit, minlength=group.num_units) * per_index
         return cost
+
+    def _macs_saved(self, dead: Dead, names: Sequence[str]) -> float:
+        """Estimated MACs the dead units save in the parameters ``names`` (products of two activations held
+        constant, as in ``total``)."""
+        return sum(self.rate[n] * (float(np.prod(self.shapes[n])) - float(np.prod(self.live_shape(n, dead))))
+                   for n in names)
+
+    def overlap(self, dead: Dead) -> float:
+        """``o``: the MACs cutting every dead unit at once saves, over the sum of what each group's cut saves
+        alone (1 when nothing is cut or no MACs were counted; below 1 where two cut groups meet in a layer)."""
+        cut = {g: d for g, d in dead.items() if d.any()}
+        alone = sum(self._macs_saved({g: d}, self._names_of(g)) for g, d in cut.items())
+        if alone <= 0:
+            return 1.0
+        names = sorted({n for g in cut for n in self._names_of(g)})
+        return self._macs_saved(cut, names) / alone
+
+    def unit_overlap(self, group: Group, dead: Dead) -> np.ndarray:
+        """``m_u`` per unit of ``group``: the MACs removing it saves now over what it saves with only its own
+        group cut (1 for a unit that multiplies nothing)."""
+        now = self.unit_costs(group, dead, "flops")
+        own = {group.id: dead[group.id]} if group.id in dead else {}
+        alone = self.unit_costs(group, own, "flops")
+        return np.divide(now, alone, out=np.ones_like(now), where=alone > 0)
+
+    def _names_of(self, gid: int) -> list[str]:
+        return [m.name for m in self.groups[gid].members if m.kind == "param"]

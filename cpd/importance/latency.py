@@ -9,19 +9,24 @@ batch.  From it (see docs/pruning.md):
   width ``W_g`` at the baseline) after making them non-decreasing in the width (a narrower layer is never
   slower; what the noise says otherwise is pooled away);
 - the predicted latency of a model whose groups keep widths ``w_g``:
-  ``T(w) = baseline - k * sum_g (t_g(W_g) - t_g(w_g))`` (the savings of the groups add up; ``T(W) = baseline``);
-- the cost of a unit of ``c`` channels in a group now ``w`` wide: ``k * (t_g(w) - t_g(w - c))``.
+  ``T(w) = baseline - k * o(w) * sum_g (t_g(W_g) - t_g(w_g))`` (``T(W) = baseline``);
+- the cost of a unit of ``c`` channels in a group now ``w`` wide: ``k * m_u * (t_g(w) - t_g(w - c))``.
 
-``k``, the *interaction*, is what the sum of single-group savings misses when every group is cut at once
-(cuts that together free the caches, or that share a memory-bound layer): measured savings of whole-model
-cuts over their additive predictions, fitted when the model is built (1: purely additive).  The pruner still
-re-measures the whole cut model at each threshold and corrects what is left.  Widths are in channels
-(:func:`cpd.importance.cost.channels_per_unit`; a head counts its head dimension).
+``o(w)``, the *overlap*, is what the sum of single-group savings counts twice when several groups are cut
+at once: a convolution between two cut groups loses ``1 - (1 - a)(1 - b)`` of its work, not ``a + b``.  It
+is the MACs the whole cut saves over the sum of the MACs each group's cut saves alone, computed from the
+model's structure by the caller (:meth:`cpd.importance.CostModel.overlap`; ``m_u`` is the same ratio for
+one more unit).  ``k``, the *interaction*, is what is left: measured savings of whole-model cuts over
+``o * additive`` (cuts that together free the caches, or work MACs do not count), fitted when the model is
+built.  A model whose ``overlap`` is ``"none"`` (built without MACs) was fitted with ``o = 1`` and
+predicts with it.  The pruner still re-measures the whole cut model at each threshold and corrects what is
+left.  Widths are in channels (:func:`cpd.importance.cost.channels_per_unit`; a head counts its head
+dimension).
 
-File format (``format: "cpd-latency"``, ``version: 2``), written beside the dependency JSON::
+File format (``format: "cpd-latency"``, ``version: 3``), written beside the dependency JSON::
 
-    {"format": "cpd-latency", "version": 2, "fingerprint": "<16 hex>", "runtime": "onnxruntime-cpu",
-     "input_shape": [1, 3, 512, 512], "baseline_s": 0.0123, "interaction": 1.3,
+    {"format": "cpd-latency", "version": 3, "fingerprint": "<16 hex>", "runtime": "onnxruntime-cpu",
+     "input_shape": [1, 3, 512, 512], "baseline_s": 0.0123, "interaction": 1.1, "overlap": "macs",
      "groups": {"3": {"widths": [8, 16, 32], "seconds": [0.010, 0.011, 0.0123]}},
      "info": {...}}   # how it was measured (threads, runs, versions), the joint cuts, round_to measurements
 """
@@ -37,7 +42,9 @@ import numpy as np
 from cpd.files import DocKind, write_json_atomic
 from cpd.safe_load import read_document
 
-LATENCY = DocKind("cpd-latency", 2, "latency model")
+LATENCY = DocKind("cpd-latency", 3, "latency model")
+#: what a latency model's interaction was fitted over: the MACs overlap, or none (``o = 1``)
+OVERLAPS = ("macs", "none")
 
 
 def fit_through_zero(xs: Sequence[float] | np.ndarray, ys: Sequence[float] | np.ndarray) -> float | None:
@@ -104,7 +111,8 @@ class LatencyModel:
         baseline: the unpruned model's measured latency, in seconds.
         groups: group id -> its curve.
         info: how it was measured (free-form, JSON-ready).
-        interaction: ``k`` of the module docstring, the measured saving of joint cuts over the additive one.
+        interaction: ``k`` of the module docstring, the measured saving of joint cuts over ``o * additive``.
+        overlap: ``"macs"`` (predictions take the caller's MACs overlap ``o``) or ``"none"`` (``o = 1``).
     """
 
     fingerprint: str
@@ -114,6 +122,7 @@ class LatencyModel:
     groups: Mapping[int, GroupCurve]
     info: Mapping[str, Any] = field(default_factory=dict)
     interaction: float = 1.0
+    overlap: str = "none"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.baseline, (int, float)) and np.isfinite(self.baseline) and self.baseline > 0):
@@ -121,6 +130,8 @@ class LatencyModel:
         if not (isinstance(self.interaction, (int, float)) and np.isfinite(self.interaction)
                 and self.interaction > 0):
             raise ValueError(f"interaction={self.interaction!r}: must be a positive factor (1: additive savings)")
+        if self.overlap not in OVERLAPS:
+            raise ValueError(f"overlap={self.overlap!r}: must be one of {list(OVERLAPS)}")
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
 
     def additive_saving(self, widths: Mapping[int, float]) -> float:
@@ -128,17 +139,25 @@ class LatencyModel:
         return sum(float(self.groups[g].at(self.groups[g].widths[-1]) - self.groups[g].at(w))
                    for g, w in widths.items() if g in self.groups)
 
-    def predict(self, widths: Mapping[int, float]) -> float:
-        """``T(w)``: the predicted latency with group ``g`` kept ``widths[g]`` channels wide (others whole)."""
-        return self.baseline - self.interaction * self.additive_saving(widths)
+    def predict(self, widths: Mapping[int, float], overlap: float = 1.0) -> float:
+        """``T(w)``: the predicted latency with group ``g`` kept ``widths[g]`` channels wide (others whole).
 
-    def unit_costs(self, gid: int, width: float, channels: np.ndarray) -> np.ndarray:
-        """What removing each unit alone would save now: ``t_g(width) - t_g(width - channels[u])``.
+        Args:
+            widths: kept channels per group.
+            overlap: ``o(w)`` of the module docstring (ignored by a model whose ``overlap`` is ``"none"``).
+        """
+        o = float(overlap) if self.overlap == "macs" else 1.0
+        return self.baseline - self.interaction * o * self.additive_saving(widths)
+
+    def unit_costs(self, gid: int, width: float, channels: np.ndarray,
+                   overlap: np.ndarray | float = 1.0) -> np.ndarray:
+        """What removing each unit alone would save now: ``k * m_u * (t_g(width) - t_g(width - channels[u]))``.
 
         Args:
             gid: the group.
             width: its kept channels now.
             channels: channels of each of its units.
+            overlap: ``m_u`` per unit (ignored by a model whose ``overlap`` is ``"none"``).
 
         Returns:
             Seconds per unit (zeros for a group the model does not hold).
@@ -147,7 +166,8 @@ class LatencyModel:
         if gid not in self.groups:
             return np.zeros(channels.shape)
         curve = self.groups[gid]
-        return self.interaction * np.maximum(float(curve.at(width)) - curve.at(width - channels), 0.0)
+        m = np.asarray(overlap, dtype=np.float64) if self.overlap == "macs" else 1.0
+        return self.interaction * m * np.maximum(float(curve.at(width)) - curve.at(width - channels), 0.0)
 
     def check_fits(self, fingerprint: str, runtime: str | None = None, input_shape: Sequence[int] | None = None,
                    groups: Sequence[int] | None = None, where: str = "") -> None:
@@ -181,7 +201,7 @@ class LatencyModel:
         """The JSON document (see the module docstring)."""
         return {**LATENCY.header(), "fingerprint": self.fingerprint, "runtime": self.runtime,
                 "input_shape": list(self.input_shape), "baseline_s": float(self.baseline),
-                "interaction": float(self.interaction),
+                "interaction": float(self.interaction), "overlap": self.overlap,
                 "groups": {str(g): {"widths": [int(w) for w in c.widths], "seconds": [float(s) for s in c.seconds]}
                            for g, c in sorted(self.groups.items())},
                 "info": dict(self.info)}
@@ -199,10 +219,11 @@ class LatencyModel:
             groups = {int(g): GroupCurve(tuple(int(w) for w in c["widths"]), tuple(float(s) for s in c["seconds"]))
                       for g, c in doc["groups"].items()}
             return cls(str(doc["fingerprint"]), str(doc["runtime"]), tuple(doc["input_shape"]),
-                       float(doc["baseline_s"]), groups, dict(doc.get("info", {})), float(doc["interaction"]))
+                       float(doc["baseline_s"]), groups, dict(doc.get("info", {})), float(doc["interaction"]),
+                       str(doc["overlap"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{prefix}malformed latency model ({type(e).__name__}: {e}); expected the keys "
-                             "fingerprint, runtime, input_shape, baseline_s, interaction, groups") from None
+                             "fingerprint, runtime, input_shape, baseline_s, interaction, overlap, groups") from None
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the document atomically (indented, so a diff shows what changed)."""

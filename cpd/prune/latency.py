@@ -19,11 +19,15 @@ is still outside, keeps that median (the runtime differs from MACs there: a memo
 attention product).  Every decision is kept in ``info["points"]``.
 
 *Interaction.*  Single-group savings do not add up to what cutting every group at once saves: measured at
-512x512 on onnxruntime CPU, whole-model cuts saved 0.66 (BiSeNetV2) to 1.41 (STDC1) times the sum (cuts
-that share a layer overlap; narrower activations fit the caches).  With ``joint``, the model is also
-measured with *every* group cut at once to each of the ``fractions``; the interaction ``k`` is the
-least-squares factor (through zero) of those measured savings over their additive predictions, bounded to [0.25, 4], and every prediction and unit cost
-of the latency model is scaled by it.  The points are kept in ``info["joint"]``.
+512x512 on onnxruntime CPU, whole-model cuts saved 0.66 (BiSeNetV2) to 1.41 (STDC1) times the sum.  Most
+of it is structure: a layer between two cut groups loses ``1 - (1 - a)(1 - b)`` of its work, not ``a + b``.
+With ``param_macs`` (``param_macs(model) -> (MACs per parameter, total MACs)``,
+:func:`cpd.flops.count_param_macs` at the deployment input), every prediction takes that *overlap* ``o`` from
+the MACs (:meth:`cpd.importance.CostModel.overlap`); the latency model says so (``overlap: "macs"``).  With
+``joint``, the model is also measured with *every* group cut at once to each of the ``fractions``; the
+interaction ``k`` is the least-squares factor (through zero) of those measured savings over ``o`` times
+their additive predictions, bounded to [0.25, 4], and every prediction and unit cost of the latency model
+is scaled by it.  The points are kept in ``info["joint"]``.
 
 ``round_to``: on the group whose curve is steepest, widths ``W``, ``W - 1``, ``W - 8``, ``W - 16`` and
 ``W - 32`` (``W`` a multiple of 32) are measured.  Those between ``W`` and ``W - 32`` should lie on the line
@@ -43,7 +47,7 @@ import numpy as np
 from torch import nn
 
 from cpd.graph.group import DependencyGraph, Group
-from cpd.importance.cost import channels_per_unit
+from cpd.importance.cost import CostModel, channels_per_unit
 from cpd.importance.latency import GroupCurve, LatencyModel, fit_through_zero
 from cpd.prune.schedule import group_removals, limits_of
 from cpd.surgery import cut_, prepare_
@@ -85,6 +89,7 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
                     fractions: Sequence[float] = FRACTIONS, align: bool = True, tolerance: float = 0.01,
                     macs: Callable[[nn.Module], float] | None = None, repeats: int = 3, min_noise: float = 0.01,
                     retries: int = 2, joint: bool = True,
+                    param_macs: Callable[[nn.Module], tuple[Mapping[str, int], int]] | None = None,
                     info: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = None) -> LatencyModel:
     """Measure how each prunable group's width changes the latency of the whole model.
 
@@ -103,6 +108,8 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
         min_noise: the least noise assumed, as a share of the baseline.
         retries: with ``macs``, extra measurements of a point outside the noise of its prior.
         joint: also measure whole-model cuts (every group at each fraction) and fit the interaction.
+        param_macs: ``param_macs(model) -> (MACs per parameter name, total MACs)`` at the deployment input;
+            the predictions then take the MACs overlap of the cut (module docstring).  None: ``o = 1``.
         info: recorded with the model (how ``measure`` times: threads, runs, versions).
         log: called with a line per group measured (None: silent).
 
@@ -155,37 +162,59 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
         chosen_by = {g.id: {w: u for w, u in widths_reachable(g, round_to, min_keep)} for g in graph.prunable()}
         curves, details["points"] = with_prior(curves, raw, counted, baseline, repeated, min_noise,
                                                lambda g, w: timed({g: chosen_by[g][w]}), retries)
-    lm = LatencyModel(graph.fingerprint, runtime, tuple(input_shape), baseline, curves, details)
+    overlap = None
+    if param_macs is not None:
+        overlap = overlap_of(CostModel(model, graph.prunable(), *param_macs(model)), graph)
+    lm = LatencyModel(graph.fingerprint, runtime, tuple(input_shape), baseline, curves, details,
+                      overlap="macs" if overlap is not None else "none")
     if joint:
-        lm = with_interaction(lm, at_fraction, timed, log)
+        lm = with_interaction(lm, at_fraction, timed, log, overlap)
     if align:
         lm = replace(lm, info={**lm.info, "round_to": measure_alignment(graph, lm, timed, tolerance)})
     return lm
 
 
+Removed = Mapping[int, Sequence[int]]
+
+
+def overlap_of(costs: CostModel, graph: DependencyGraph) -> Callable[[Removed], float]:
+    """``overlap({group: units removed}) -> o``, the MACs overlap of that cut (:meth:`CostModel.overlap`)."""
+    sizes = {g.id: g.num_units for g in graph.prunable()}
+    return lambda removed: costs.overlap({g: np.isin(np.arange(sizes[g]), list(u)) for g, u in removed.items()})
+
+
 def with_interaction(lm: LatencyModel, at_fraction: Mapping[float, Mapping[int, tuple[int, list[int]]]],
-                     timed: Callable[[Mapping[int, Sequence[int]]], float],
-                     log: Callable[[str], None] | None = None) -> LatencyModel:
+                     timed: Callable[[Removed], float], log: Callable[[str], None] | None = None,
+                     overlap: Callable[[Removed], float] | None = None) -> LatencyModel:
     """``lm`` with its interaction fitted on whole-model cuts (module docstring).
 
     Args:
         lm: the additive latency model (its ``interaction`` is ignored).
         at_fraction: per fraction, ``{group: (width, units removed)}`` for every group.
         timed: ``timed({group: units}) -> seconds`` of the cut copy.
+        overlap: ``overlap({group: units}) -> o`` for a model whose ``overlap`` is ``"macs"``; None: 1.
     """
     points = []
     for f, chosen in sorted(at_fraction.items()):
         if not chosen:
             continue
+        removed = {g: u for g, (_, u) in chosen.items()}
         additive = lm.additive_saving({g: w for g, (w, _) in chosen.items()})
-        measured = lm.baseline - timed({g: u for g, (_, u) in chosen.items()})
-        points.append({"fraction": f, "additive_saving_s": additive, "measured_saving_s": measured})
+        o = float(overlap(removed)) if overlap is not None else 1.0
+        measured = lm.baseline - timed(removed)
+        points.append({"fraction": f, "additive_saving_s": additive, "overlap": o, "measured_saving_s": measured})
         if log is not None:
             log(f"every group at {f:.2f} of its width: {measured * 1e3:.3f} ms saved, {additive * 1e3:.3f} ms "
-                "the sum of the single-group savings")
-    k = fit_through_zero([p["additive_saving_s"] for p in points], [p["measured_saving_s"] for p in points])
-    k = float(np.clip(k, 0.25, 4.0)) if k is not None and k > 0 else 1.0
-    return replace(lm, interaction=k, info={**lm.info, "joint": points})
+                f"the sum of the single-group savings, MACs overlap {o:.3f}")
+    return replace(lm, interaction=fit_interaction(points), info={**lm.info, "joint": points})
+
+
+def fit_interaction(points: Sequence[Mapping[str, float]]) -> float:
+    """``k``: the least-squares factor through zero of the joint cuts' measured savings over ``overlap``
+    times their additive savings, bounded to [0.25, 4] (1 without a point that saves anything)."""
+    k = fit_through_zero([p["additive_saving_s"] * p.get("overlap", 1.0) for p in points],
+                         [p["measured_saving_s"] for p in points])
+    return float(np.clip(k, 0.25, 4.0)) if k is not None and k > 0 else 1.0
 
 
 def with_prior(curves: Mapping[int, GroupCurve], raw: Mapping[int, Mapping[int, float]],

@@ -124,7 +124,7 @@ class Pruner:
         self.rng = np.random.default_rng(config.seed)
         self.importance = build_importance(config.criterion, ImportanceContext(model, self.saliency, self.rng))
         param_macs, total_macs = ({}, 0)
-        if config.metric == "flops":
+        if config.metric == "flops" or (self.latency is not None and self.latency.overlap == "macs"):
             param_macs, total_macs = count_param_macs(model, self.macs_inputs, forward_fn)
         self.costs = CostModel(model, self.groups, param_macs, total_macs, self.latency)
         self.limits = {g.id: limits_of(g, self.costs.channels[g.id], config.round_to, config.min_keep)
