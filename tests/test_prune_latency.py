@@ -258,6 +258,34 @@ def test_macs_overlap_predicts_uneven_cuts_that_one_factor_misses() -> None:
             assert costs.unit_costs(g, dead, "latency")[live[-1]] == pytest.approx(step, rel=0.15, abs=1e-7)
 
 
+class Residual(nn.Module):
+    """``y + b(y)``: ``b``'s weight is sliced on both of its axes by one group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.c, self.d = nn.Conv2d(8, 6, 1), nn.Conv2d(6, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        return self.d(torch.relu(self.c(y + self.b(y))))
+
+
+@pytest.mark.parametrize("make", [conv_net, Residual])
+def test_overlap_is_one_for_a_single_group_and_below_for_neighbours(make) -> None:
+    model = make()
+    graph = comb(model, (X,))
+    groups = graph.prunable()
+    costs = CostModel(model, groups, *count_param_macs(model, (X,)))
+    dead = {g.id: np.arange(g.num_units) < g.num_units // 2 for g in groups}
+    for g in groups:  # one group cut: nothing is counted twice, whatever its parameters hold
+        assert costs.overlap({g.id: dead[g.id]}) == pytest.approx(1.0)
+    assert costs.overlap(dead) < 1.0  # neighbours cut together share the layer between them
+    assert costs.overlap({}) == 1.0
+    if make is Residual:  # the case a sum over members would count twice
+        assert any([m.name for m in g.members].count("b.weight") == 2 for g in groups)
+
+
 def test_pruner_without_measure_uses_the_prediction() -> None:
     graph = comb(conv_net(), (X,))
     lm = profile_latency(conv_net(), graph, fake_seconds, "fake", X.shape, align=False)

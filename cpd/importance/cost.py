@@ -139,7 +139,7 @@ class CostModel:
         alone = sum(self._macs_saved({g: d}, self._names_of(g)) for g, d in cut.items())
         if alone <= 0:
             return 1.0
-        names = sorted({n for g in cut for n in self._names_of(g)})
+        names = sorted({n for g in cut for n in self._names_of(g)})  # a parameter two cut groups slice: once
         return self._macs_saved(cut, names) / alone
 
     def unit_overlap(self, group: Group, dead: Dead) -> np.ndarray:
@@ -151,4 +151,5 @@ class CostModel:
         return np.divide(now, alone, out=np.ones_like(now), where=alone > 0)
 
     def _names_of(self, gid: int) -> list[str]:
-        return [m.name for m in self.groups[gid].members if m.kind == "param"]
+        """The parameters group ``gid`` slices, each once (a parameter can hold several of its members)."""
+        return sorted({m.name for m in self.groups[gid].members if m.kind == "param"})
