@@ -181,27 +181,42 @@ def at_speed(result: dict, metric: str, target: float) -> dict | None:
     return next((r for r in rows if r["speedup"] >= target * 0.95), None)
 
 
+def without_overlap(res: dict, row: dict) -> float | None:
+    """The speed-up the latency model would predict for ``row``'s widths with one factor fitted on the same
+    joint cuts and no MACs overlap (the version-2 model); None where it predicts no time left."""
+    from cpd.importance.latency import LatencyModel
+    from cpd.prune.latency import fit_interaction
+
+    lm = LatencyModel.from_dict(res["latency_model"])
+    k = fit_interaction([{**p, "overlap": 1.0} for p in lm.info.get("joint", [])])
+    widths = {int(g): share * lm.groups[int(g)].widths[-1] for g, share in row["kept"]["per_group"].items()}
+    left = lm.baseline - k * lm.additive_saving(widths)
+    return lm.baseline / left if left > 0 else None
+
+
 def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str:
     lines = ["## Pruning to a measured speed (`python benchmarks/latency.py`)", "",
              f"Random weights, 512x512, batch 1, onnxruntime CPU, 1 thread; `magnitude` criterion, `round_to=8`, "
              f"`min_keep=0.1`, no training (speed only). Latency model: a few widths per group, each "
              f"measurement timed against the unpruned model in alternating blocks, and every group cut at once at "
-             f"each width (the interaction). Final speed-ups: ratios of medians, every model of an architecture "
+             f"each width (the interaction, fitted over each cut's MACs overlap). Final speed-ups: ratios of medians, every model of an architecture "
              f"timed in one session in alternating blocks; the counts of each architecture are in its line below. "
              f"On {machine()}, shared with other jobs (timings are noisy). Command: `{command}`.", "",
-             "| model | target | latency targeting: speed-up (in-run) | predicted (error) | MACs ratio | params ratio "
-             "| min / median width kept | params targeting at that speed | FLOPs targeting at that speed |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| model | target | latency targeting: speed-up (in-run) | predicted (error) | one factor, no overlap "
+             "(error) | MACs ratio | params ratio | min / median width kept | params targeting at that speed "
+             "| FLOPs targeting at that speed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         for t in TARGETS:
             row = res["rows"].get(f"latency@{1 - 1 / t:.3f}")
             if row is None:
-                lines.append(f"| {res['arch']} | {t}x | not reached | | | | | | |")
+                lines.append(f"| {res['arch']} | {t}x | not reached | | | | | | | |")
                 continue
-            if "predicted_speedup" not in row:
-                lines.append(f"| {res['arch']} | {t}x | (from a latency model without the interaction: rerun) "
-                             "| | | | | | |")
+            if "predicted_speedup" not in row or res["latency_model"].get("version", 0) < 3:
+                lines.append(f"| {res['arch']} | {t}x | (from an older latency model: rerun) | | | | | | | |")
                 continue
+            flat = without_overlap(res, row)
+            flat_text = "all time saved" if flat is None else f"{flat:.2f}x ({flat / row['measured_in_run'] - 1:+.0%})"
             other = []
             for metric in ("params", "flops"):
                 r = at_speed(res, metric, t)
@@ -210,11 +225,13 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
                              f"{r['kept']['min']:.2f} / median {r['kept']['median']:.2f}")
             lines.append(f"| {res['arch']} | {t}x | **{row['speedup']:.2f}x** ({row['measured_in_run']:.2f}x) | "
                          f"{row['predicted_speedup']:.2f}x ({row['predicted_speedup'] / row['measured_in_run'] - 1:+.0%})"
-                         f" | {row['macs_ratio']:.2f}x | {row['params_ratio']:.2f}x | "
+                         f" | {flat_text} | {row['macs_ratio']:.2f}x | {row['params_ratio']:.2f}x | "
                          f"{row['kept']['min']:.2f} / {row['kept']['median']:.2f} | {other[0]} | {other[1]} |")
     lines += ["", "Speed-up: final session; in-run: what the pruner measured when it stopped. Predicted: the latency "
               "model's prediction for the same widths (its curves, MACs overlap and interaction, before the pruner's correction "
-              "by its own measurements), and its error against the in-run measurement. Params/FLOPs "
+              "by its own measurements), and its error against the in-run measurement. One factor, no overlap: what "
+              "the previous model (one interaction fitted on the same joint cuts, no MACs overlap) predicts for the "
+              "same widths. Params/FLOPs "
               "targeting: the least sparse model of a ladder (0.2, 0.35, 0.5, 0.65, 0.8) within 5% of the target "
               "speed. Widths kept: per prunable group, kept / full channels, minimum and median over the groups.", ""]
     for res in results:
