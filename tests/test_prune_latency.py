@@ -132,9 +132,12 @@ def test_profile_measures_the_reachable_widths() -> None:
     cut.masks.kill_(removed)
     assert lm.baseline - lm.additive_saving({1: w}) == pytest.approx(fake_seconds(cut.export()[0].eval()))
     assert lm.predict({1: w}) == pytest.approx(lm.baseline - lm.interaction * lm.additive_saving({1: w}))
-    # the whole-model cuts: one per fraction, after the baseline and the single-group widths
+    # every group is measured at its floor, the narrowest width the schedule can reach
+    for g in graph.prunable():
+        assert lm.groups[g.id].widths[0] == min(w for w, _ in widths_reachable(g, 8, 0.1))
+    # the whole-model cuts: the floor and one per fraction, after the baseline and the single-group widths
     singles = sum(len(c.widths) - 1 for c in lm.groups.values())
-    assert [p["fraction"] for p in lm.info["joint"]] == [0.25, 0.5, 0.75] and len(calls) == 1 + singles + 3
+    assert [p["fraction"] for p in lm.info["joint"]] == [0.0, 0.25, 0.5, 0.75] and len(calls) == 1 + singles + 4
     assert model[3].out_channels == 48  # the profiled model is not changed
     assert lm.info["round_to"]["suggested"] is None  # no group of 64 channels to try alignments on
 
