@@ -241,12 +241,16 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
                                                    else "") + ", " if k is not None else "")
                      + f"{res['profile_measurements']} timed exports (latency model, counting earlier runs with "
                      f"--reuse, and pruning), {res['seconds'] / 60:.1f} min in this run"
-                     + (f" ({_how(res['args'])})." if "args" in res else "."))
+                     + (f" ({_how(res['args'], res['latency_model'])})." if "args" in res else "."))
     return "\n".join(lines)
 
 
-def _how(args: dict) -> str:
-    return (f"{len(args['fractions'])} widths per group, {args['runs']} runs in {args['rounds']} blocks per "
+def _how(args: dict, lm: dict) -> str:
+    fractions = sorted({p["fraction"] for p in lm["info"].get("joint", [])} | set(args["fractions"]))
+    widths = ", ".join("floor" if f == 0 else f"{f:g}" for f in fractions)
+    if not fractions or fractions[0] > 0.1:  # min_keep is 0.1: a fraction of 0.1 is the floor
+        widths += " (no floor point)"
+    return (f"widths per group {widths}; {args['runs']} runs in {args['rounds']} blocks per "
             f"measurement, final session {args['final_runs']} runs in {args['final_rounds']} blocks")
 
 

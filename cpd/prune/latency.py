@@ -21,7 +21,7 @@ is still outside, keeps that median (the runtime differs from MACs there: a memo
 attention product).  Every decision is kept in ``info["points"]``.
 
 *Interaction.*  Single-group savings do not add up to what cutting every group at once saves: measured at
-512x512 on onnxruntime CPU, whole-model cuts saved 0.66 (BiSeNetV2) to 1.41 (STDC1) times the sum.  Most
+512x512 on onnxruntime CPU, whole-model cuts saved 0.57 to 0.96 times the sum on four CNNs.  Most
 of it is structure: a layer between two cut groups loses ``1 - (1 - a)(1 - b)`` of its work, not ``a + b``.
 With ``param_macs`` (``param_macs(model) -> (MACs per parameter, total MACs)``,
 :func:`cpd.flops.count_param_macs` at the deployment input), every prediction takes that *overlap* ``o`` from
