@@ -157,7 +157,7 @@ def reused_model(doc: dict, model, graph, meter):
     from cpd.importance import CostModel
     from cpd.importance.cost import channels_per_unit
     from cpd.importance.latency import LATENCY, LatencyModel
-    from cpd.prune.latency import fit_interaction, overlap_of, widths_reachable
+    from cpd.prune.latency import fit_interaction, overlap_of, width_at, widths_reachable
 
     if doc.get("version") != 2:
         return LatencyModel.from_dict(doc)
@@ -167,9 +167,9 @@ def reused_model(doc: dict, model, graph, meter):
     for p in lm.info["joint"]:
         removed = {}
         for g in graph.prunable():
-            full, reachable = int(channels_per_unit(g).sum()), widths_reachable(g, 8, 0.1)
+            reachable = widths_reachable(g, 8, 0.1)
             if reachable:  # the width profile_latency cut this group to at this fraction
-                removed[g.id] = min(reachable, key=lambda wu: (abs(wu[0] - p["fraction"] * full), wu[0]))[1]
+                removed[g.id] = width_at(reachable, int(channels_per_unit(g).sum()), p["fraction"])[1]
         joint.append({**p, "overlap": overlap(removed)})
     return replace(lm, interaction=fit_interaction(joint),
                    info={**lm.info, "joint": joint, "interaction_without_overlap": doc["interaction"]})
@@ -184,13 +184,14 @@ def at_speed(result: dict, metric: str, target: float) -> dict | None:
 def without_overlap(res: dict, row: dict) -> float | None:
     """The speed-up the latency model would predict for ``row``'s widths with one factor fitted on the same
     joint cuts and no MACs overlap (the version-2 model); None where it predicts no time left."""
+    from dataclasses import replace
+
     from cpd.importance.latency import LatencyModel
     from cpd.prune.latency import fit_interaction
 
     lm = LatencyModel.from_dict(res["latency_model"])
-    k = fit_interaction([{**p, "overlap": 1.0} for p in lm.info.get("joint", [])])
-    widths = {int(g): share * lm.groups[int(g)].widths[-1] for g, share in row["kept"]["per_group"].items()}
-    left = lm.baseline - k * lm.additive_saving(widths)
+    flat = replace(lm, overlap="none", interaction=fit_interaction([{**p, "overlap": 1.0} for p in lm.info["joint"]]))
+    left = flat.predict({int(g): share * lm.groups[int(g)].widths[-1] for g, share in row["kept"]["per_group"].items()})
     return lm.baseline / left if left > 0 else None
 
 
@@ -199,8 +200,9 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
              f"Random weights, 512x512, batch 1, onnxruntime CPU, 1 thread; `magnitude` criterion, `round_to=8`, "
              f"`min_keep=0.1`, no training (speed only). Latency model: a few widths per group, each "
              f"measurement timed against the unpruned model in alternating blocks, and every group cut at once at "
-             f"each width (the interaction, fitted over each cut's MACs overlap). Final speed-ups: ratios of medians, every model of an architecture "
-             f"timed in one session in alternating blocks; the counts of each architecture are in its line below. "
+             f"each width (the interaction, fitted over each cut's MACs overlap). Final speed-ups: ratios of "
+             f"medians, every model of an architecture timed in one session in alternating blocks; the counts of "
+             f"each architecture are in its line below. "
              f"On {machine()}, shared with other jobs (timings are noisy). Command: `{command}`.", "",
              "| model | target | latency targeting: speed-up (in-run) | predicted (error) | one factor, no overlap "
              "(error) | MACs ratio | params ratio | min / median width kept | params targeting at that speed "
@@ -216,7 +218,8 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
                 lines.append(f"| {res['arch']} | {t}x | (from an older latency model: rerun) | | | | | | | |")
                 continue
             flat = without_overlap(res, row)
-            flat_text = "all time saved" if flat is None else f"{flat:.2f}x ({flat / row['measured_in_run'] - 1:+.0%})"
+            flat_text = ("all time saved" if flat is None
+                         else f"{flat:.2f}x ({flat / row['measured_in_run'] - 1:+.0%})")
             other = []
             for metric in ("params", "flops"):
                 r = at_speed(res, metric, t)
@@ -228,17 +231,16 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
                          f" | {flat_text} | {row['macs_ratio']:.2f}x | {row['params_ratio']:.2f}x | "
                          f"{row['kept']['min']:.2f} / {row['kept']['median']:.2f} | {other[0]} | {other[1]} |")
     lines += ["", "Speed-up: final session; in-run: what the pruner measured when it stopped. Predicted: the latency "
-              "model's prediction for the same widths (its curves, MACs overlap and interaction, before the pruner's correction "
-              "by its own measurements), and its error against the in-run measurement. One factor, no overlap: what "
-              "the previous model (one interaction fitted on the same joint cuts, no MACs overlap) predicts for the "
-              "same widths. Params/FLOPs "
-              "targeting: the least sparse model of a ladder (0.2, 0.35, 0.5, 0.65, 0.8) within 5% of the target "
+              "model's prediction for the same widths (its curves, MACs overlap and interaction, before the "
+              "pruner's correction by its own measurements), and its error against the in-run measurement. One "
+              "factor, no overlap: what the previous model (one interaction fitted on the same joint cuts, no "
+              "MACs overlap) predicts for the same widths. Params/FLOPs targeting: the least sparse model of a ladder (0.2, 0.35, 0.5, 0.65, 0.8) within 5% of the target "
               "speed. Widths kept: per prunable group, kept / full channels, minimum and median over the groups.", ""]
     for res in results:
         k = res["latency_model"].get("interaction")
+        over = " over the MACs overlap" if res["latency_model"].get("overlap") == "macs" else ""
         lines.append(f"- {res['arch']}: {res['groups']} prunable groups, baseline {res['baseline_ms']:.1f} ms, "
-                     + (f"interaction {k:.2f}" + (" over the MACs overlap" if res["latency_model"].get("overlap") == "macs"
-                                                   else "") + ", " if k is not None else "")
+                     + (f"interaction {k:.2f}{over}, " if k is not None else "")
                      + f"{res['profile_measurements']} timed exports (latency model, counting earlier runs with "
                      f"--reuse, and pruning), {res['seconds'] / 60:.1f} min in this run"
                      + (f" ({_how(res['args'], res['latency_model'])})." if "args" in res else "."))

@@ -94,7 +94,8 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
                     macs: Callable[[nn.Module], float] | None = None, repeats: int = 3, min_noise: float = 0.01,
                     retries: int = 2, joint: bool = True,
                     param_macs: Callable[[nn.Module], tuple[Mapping[str, int], int]] | None = None,
-                    floor: bool = True, info: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = None) -> LatencyModel:
+                    floor: bool = True, info: Mapping[str, Any] | None = None,
+                    log: Callable[[str], None] | None = None) -> LatencyModel:
     """Measure how each prunable group's width changes the latency of the whole model.
 
     Args:
@@ -153,7 +154,7 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
         chosen: dict[int, list[int]] = {}
         for f in targets:
             if reachable:
-                width, units = min(reachable, key=lambda wu: (abs(wu[0] - f * full), wu[0]))
+                width, units = width_at(reachable, full, f)
                 chosen[width] = units
                 at_fraction[f][g.id] = (width, units)
         points = {w: timed({g.id: units}) for w, units in sorted(chosen.items())}
@@ -183,6 +184,12 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
 
 
 Removed = Mapping[int, Sequence[int]]
+
+
+def width_at(reachable: Sequence[tuple[int, list[int]]], full: int, fraction: float) -> tuple[int, list[int]]:
+    """The reachable ``(width, units removed)`` nearest ``fraction`` of ``full`` (the narrower on a tie; the
+    floor for :data:`FLOOR`): the width the profile measures a group at for that fraction."""
+    return min(reachable, key=lambda wu: (abs(wu[0] - fraction * full), wu[0]))
 
 
 def overlap_of(costs: CostModel, graph: DependencyGraph) -> Callable[[Removed], float]:
