@@ -17,7 +17,7 @@ from cpd.flops import count_macs, count_param_macs
 from cpd.importance import CostModel
 from cpd.importance.latency import GroupCurve, LatencyModel, monotone, read_latency_model
 from cpd.prune import PruneConfig, Pruner
-from cpd.prune.latency import profile_latency, widths_reachable
+from cpd.prune.latency import profile_latency, width_at, widths_reachable
 from cpd.prune.pruner import MEASURED_SLACK
 from cpd.prune.schedule import group_removals, limits_of, select
 from cpd.safe_load import BadFileError
@@ -135,9 +135,13 @@ def test_profile_measures_the_reachable_widths() -> None:
     # every group is measured at its floor, the narrowest width the schedule can reach
     for g in graph.prunable():
         assert lm.groups[g.id].widths[0] == min(w for w, _ in widths_reachable(g, 8, 0.1))
-    # the whole-model cuts: the floor and one per fraction, after the baseline and the single-group widths
+    # the whole-model cuts: the floor and one per fraction, after the baseline and the single-group widths;
+    # two fractions that pick the same widths of every group are one cut, timed once
     singles = sum(len(c.widths) - 1 for c in lm.groups.values())
-    assert [p["fraction"] for p in lm.info["joint"]] == [0.0, 0.25, 0.5, 0.75] and len(calls) == 1 + singles + 4
+    assert [p["fraction"] for p in lm.info["joint"]] == [0.0, 0.25, 0.5, 0.75]
+    cuts = {tuple(width_at(widths_reachable(g, 8, 0.1), g.num_units, f)[0] for g in graph.prunable())
+            for f in (0.0, 0.25, 0.5, 0.75)}
+    assert 2 <= len(cuts) and len(calls) == 1 + singles + len(cuts)
     assert model[3].out_channels == 48  # the profiled model is not changed
     assert lm.info["round_to"]["suggested"] is None  # no group of 64 channels to try alignments on
 
@@ -330,3 +334,36 @@ def test_points_the_noise_cannot_resolve_take_the_macs_prior() -> None:
             assert used == measured and w <= 16
     assert any(u == m for u, m in zip(g1["used"], g1["measured"]))  # the jump at width 16 or less is kept
     assert list(lm.groups[0].seconds[:-1]) == points["groups"]["0"]["prior"]  # group 0: all within noise
+
+
+def test_noise_that_buries_every_single_group_saving_takes_the_rate_from_whole_model_cuts() -> None:
+    """On a loaded machine every single-group cut of a small model can time slower than the baseline: the
+    single-group fit then says no MAC costs time, and a prior of zero would leave nothing to prune.  The rate
+    comes from the whole-model cuts instead, so every group's narrowest width saves time."""
+    model = conv_net()
+    graph = comb(model, (X,))
+    full = (32, 48, 12)
+    repeats = iter([3.0e-3, 3.1e-3, 2.9e-3])
+
+    def measure(m: nn.Module) -> float:
+        cut = sum(layer.out_channels < n for layer, n in zip((m[0], m[3], m[6]), full))
+        if cut == 0:
+            return next(repeats)
+        if cut == 1:  # a single group: the noise, always against it
+            return 3.2e-3
+        return 1e-3 + 2e-3 * count_macs(m, (X,)) / count_macs(model, (X,))
+
+    macs = lambda m: float(count_macs(m, (X,)))  # noqa: E731
+    lm = profile_latency(model, graph, measure, "fake", X.shape, round_to=8, align=False, macs=macs, repeats=3,
+                         min_noise=0.1)
+    points = lm.info["points"]
+    assert points["rate_from"] == "whole-model cuts" and points["rate_s_per_mac"] > 0
+    for g in graph.prunable():
+        narrowest = min(lm.groups[g.id].widths)
+        assert lm.predict({g.id: narrowest}) < lm.baseline, g.id
+    # the same noise without whole-model cuts: the rate is the baseline's seconds per MAC
+    repeats = iter([3.0e-3, 3.1e-3, 2.9e-3])
+    alone = profile_latency(model, graph, measure, "fake", X.shape, round_to=8, align=False, macs=macs,
+                            repeats=3, min_noise=0.1, joint=False)
+    assert alone.info["points"]["rate_from"] == "baseline / MACs"
+    assert alone.info["points"]["rate_s_per_mac"] == pytest.approx(3.0e-3 / macs(model))

@@ -13,7 +13,11 @@ extrapolated below its narrowest measured point there predicted SegFormer-B0 at 
 noise (a backbone layer of a model whose time sits in its decode head), and a sum of twenty noisy savings
 predicts nonsense.  With ``macs`` (``macs(model) -> MACs``), the baseline is measured ``repeats`` times and
 every point gets a *prior* ``baseline - rate * (MACs saved)``, ``rate`` the least-squares seconds per MAC over
-every measured point.  The noise ``sigma`` is the largest of the baseline repeats' spread, the robust spread
+every single-group point.  Where the noise buries every single-group saving, that fit comes out at zero or
+below, and a prior of zero would tell the pruner that nothing saves time (on a loaded machine a tiny model's
+profile then pruned nothing at all); the rate then comes from the whole-model cuts of ``joint``, which
+remove far more work than the noise, and failing those it is ``baseline / MACs`` (``info["points"]["rate_from"]``
+says which).  The noise ``sigma`` is the largest of the baseline repeats' spread, the robust spread
 of the points around their priors (``1.4826 * MAD``) and ``min_noise`` of the baseline.  A point within
 ``3 * sigma`` of its prior takes the prior (the measurement cannot tell them apart, and the prior is smooth
 and additive); a point outside is measured ``retries`` more times and, if the median of its measurements
@@ -139,7 +143,7 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
         if not math.isfinite(seconds) or seconds <= 0:
             raise ValueError(f"measure returned {seconds!r} seconds; it must return the positive latency of the model")
         if macs is not None:
-            counted[tuple(sorted((g, len(u)) for g, u in removed.items()))] = float(macs(cut))
+            counted[_key(removed)] = float(macs(cut))
         return seconds
 
     repeated = [timed({}) for _ in range(max(1, repeats) if macs is not None else 1)]
@@ -166,24 +170,36 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
         curves[g.id] = GroupCurve(tuple(points), tuple(points.values()))
         if log is not None:
             log(f"group {g.id}: width {full} -> " + ", ".join(f"{w}: {s * 1e3:.3f} ms" for w, s in points.items()))
+    # the whole-model cuts are measured before the prior, which falls back on them (module docstring)
+    wide = {f: {g: u for g, (_, u) in chosen.items()} for f, chosen in sorted(at_fraction.items()) if chosen}
+    wide_seconds: dict[tuple, float] = {}
+    for removed in wide.values() if joint else ():
+        if _key(removed) not in wide_seconds:  # two fractions at the same widths are one cut
+            wide_seconds[_key(removed)] = timed(removed)
     details = dict(info or {})
     if macs is not None:
         chosen_by = {g.id: {w: u for w, u in widths_reachable(g, round_to, min_keep)} for g in graph.prunable()}
+        fallback = [(counted[()] - counted[key], baseline - s) for key, s in wide_seconds.items()]
         curves, details["points"] = with_prior(curves, raw, counted, baseline, repeated, min_noise,
-                                               lambda g, w: timed({g: chosen_by[g][w]}), retries)
+                                               lambda g, w: timed({g: chosen_by[g][w]}), retries, fallback)
     overlap = None
     if param_macs is not None:
         overlap = overlap_of(CostModel(model, graph.prunable(), *param_macs(model)), graph)
     lm = LatencyModel(graph.fingerprint, runtime, tuple(input_shape), baseline, curves, details,
                       overlap="macs" if overlap is not None else "none")
     if joint:
-        lm = with_interaction(lm, at_fraction, timed, log, overlap)
+        lm = with_interaction(lm, at_fraction, lambda removed: wide_seconds[_key(removed)], log, overlap)
     if align:
         lm = replace(lm, info={**lm.info, "round_to": measure_alignment(graph, lm, timed, tolerance)})
     return lm
 
 
 Removed = Mapping[int, Sequence[int]]
+
+
+def _key(removed: Removed) -> tuple[tuple[int, int], ...]:
+    """A cut's key: ``((group, units removed), ...)`` in group order."""
+    return tuple(sorted((g, len(u)) for g, u in removed.items()))
 
 
 def width_at(reachable: Sequence[tuple[int, list[int]]], full: int, fraction: float) -> tuple[int, list[int]]:
@@ -235,25 +251,34 @@ def fit_interaction(points: Sequence[Mapping[str, float]]) -> float:
 
 def with_prior(curves: Mapping[int, GroupCurve], raw: Mapping[int, Mapping[int, float]],
                counted: Mapping[Any, float], baseline: float, repeated: Sequence[float], min_noise: float,
-               retime: Callable[[int, int], float] | None = None, retries: int = 2
-               ) -> tuple[dict[int, GroupCurve], dict[str, Any]]:
+               retime: Callable[[int, int], float] | None = None, retries: int = 2,
+               fallback: Sequence[tuple[float, float]] = ()) -> tuple[dict[int, GroupCurve], dict[str, Any]]:
     """The curves with every point the noise cannot tell from the MACs prior replaced by it (module docstring).
 
+    Args:
+        fallback: ``(MACs saved, seconds saved)`` of the whole-model cuts, for the rate when the single-group
+            points give none above zero.
+
     Returns:
-        The new curves, and what was decided: noise, rate, and per group its widths, measured, prior and
-        used seconds.
+        The new curves, and what was decided: noise, rate (and where it came from), and per group its
+        widths, measured, prior and used seconds.
     """
     full_macs = counted[()]
     pairs = [(full_macs - counted[(g, w)], baseline - s) for g, pts in raw.items() for w, s in pts.items()]
     dm = np.array([p[0] for p in pairs], dtype=np.float64)
     ds = np.array([p[1] for p in pairs], dtype=np.float64)
-    rate = max(fit_through_zero(dm, ds) or 0.0, 0.0)
+    rate, rate_from = fit_through_zero(dm, ds) or 0.0, "single-group cuts"
+    if rate <= 0 and fallback:
+        rate, rate_from = fit_through_zero([m for m, _ in fallback], [s for _, s in fallback]) or 0.0, \
+            "whole-model cuts"
+    if rate <= 0:
+        rate, rate_from = baseline / full_macs if full_macs > 0 else 0.0, "baseline / MACs"
     residuals = ds - rate * dm
     mad = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals)))) if len(residuals) else 0.0
     sigma = max(float(np.std(repeated)), mad, min_noise * baseline)
     out: dict[int, GroupCurve] = {}
-    report: dict[str, Any] = {"noise_s": sigma, "rate_s_per_mac": rate, "baseline_repeats": list(repeated),
-                              "groups": {}}
+    report: dict[str, Any] = {"noise_s": sigma, "rate_s_per_mac": rate, "rate_from": rate_from,
+                              "baseline_repeats": list(repeated), "groups": {}}
     for g, curve in curves.items():
         used, entry = [], {"widths": list(curve.widths), "measured": [], "prior": [], "used": []}
         for w, s in zip(curve.widths, curve.seconds):
