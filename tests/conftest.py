@@ -1,8 +1,14 @@
 """Fixtures shared by several test modules."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # under -n N each worker has a core: one thread, here and in subprocesses
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
@@ -12,3 +18,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+#: the modules that take longest (each builds its own pipeline run or many real models); run first, so that
+#: under ``-n 2 --dist loadfile`` the short modules fill the other worker instead of waiting behind them
+LONGEST_FIRST = ("test_pipeline.py", "test_pipeline_cls.py", "test_comb_mmseg.py", "test_mm_pruning_dist.py",
+                 "test_cli.py", "test_comb_mmdet.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put the longest modules first, keeping the order of the tests within each module."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

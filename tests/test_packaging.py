@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PROJECT = PYPROJECT["project"]
 EXTRAS = PROJECT["optional-dependencies"]
-TEST_COMMAND = "pip install -c requirements/constraints.txt -e '.[all]' && python -m pytest -m \"not slow\""
+TEST_COMMAND = "pip install -c requirements/constraints.txt -e '.[all]' && python -m pytest -m \"not slow\" -n 2"
 
 
 def _requirements(name: str) -> list[str]:
