@@ -19,12 +19,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cpd.importance.latency import LatencyModel  # noqa: E402
+from cpd.prune.latency import fit_interaction  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "latency.json"
 
@@ -63,13 +62,12 @@ def report(result: Mapping) -> str:
     """One line for one architecture of the stored benchmark."""
     lm = LatencyModel.from_dict(result["latency_model"])
     resolved = resolved_groups(lm)
-    xs, ys = [], []
+    points = []  # the joint cuts with the resolved groups' savings taken out: k is fitted on the rest
     for j in lm.info.get("joint", []):
         unresolved, checked = split(lm, joint_widths(lm, j["fraction"]), resolved)
-        xs.append(j["overlap"] * unresolved)
-        ys.append(j["measured_saving_s"] - j["overlap"] * checked)
-    x, y = np.array(xs), np.array(ys)
-    k = float(np.clip((x * y).sum() / (x * x).sum(), 0.25, 4.0)) if (x * x).sum() > 0 else 1.0
+        points.append({"additive_saving_s": unresolved, "overlap": j["overlap"],
+                       "measured_saving_s": j["measured_saving_s"] - j["overlap"] * checked})
+    k = fit_interaction(points)
     errors = []
     for name, row in result["rows"].items():
         if row["metric"] != "latency":
