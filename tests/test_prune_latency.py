@@ -18,7 +18,7 @@ from cpd.flops import count_macs, count_param_macs
 from cpd.importance import CostModel
 from cpd.importance.latency import GroupCurve, LatencyModel, monotone, read_latency_model
 from cpd.prune import PruneConfig, Pruner
-from cpd.prune.latency import fit_interaction, profile_latency, width_at, widths_reachable
+from cpd.prune.latency import fit_interaction, fit_interactions, profile_latency, width_at, widths_reachable
 from cpd.prune.pruner import MEASURED_SLACK
 from cpd.prune.schedule import group_removals, limits_of, select
 from cpd.safe_load import BadFileError
@@ -328,6 +328,24 @@ def test_groups_the_noise_hides_get_an_interaction_of_their_own() -> None:
     plain = profile_latency(model, graph, hidden_work_seconds, "fake", X.shape, round_to=2, align=False,
                             param_macs=param_macs)
     assert plain.interactions == {} and {p["cut"] for p in plain.info["joint"]} == {"all"}
+
+
+def test_two_interactions_are_the_bounded_least_squares_pair() -> None:
+    def point(hidden: float, seen: float, measured: float, cut: str = "all") -> dict:
+        return {"cut": cut, "additive_saving_s": hidden + seen, "hidden_saving_s": hidden, "overlap": 0.5,
+                "measured_saving_s": measured}
+
+    exact = [point(1.0, 2.0, 0.5 * (1.5 * 1.0 + 0.8 * 2.0)), point(1.0, 0.0, 0.5 * 1.5, "hidden"),
+             point(0.5, 1.5, 0.5 * (1.5 * 0.5 + 0.8 * 1.5))]
+    assert fit_interactions(exact) == (pytest.approx(1.5), pytest.approx(0.8))
+    # the free optimum would give the hidden groups a factor below the bound: it sits at the bound, and the
+    # seen groups' factor is fitted to what that leaves
+    low = [point(1.0, 1.0, 0.5 * (0.05 * 1.0 + 1.0)), point(1.0, 0.0, 0.5 * 0.05, "hidden")]
+    k_hidden, k_seen = fit_interactions(low)
+    assert k_hidden == 0.25 and 0.25 <= k_seen < 1.0
+    # cuts that cannot tell the two kinds apart (every cut in the same proportions): one factor for both
+    same = [point(1.0, 1.0, 1.0), point(2.0, 2.0, 2.0)]
+    assert fit_interactions(same) == (fit_interaction(same),) * 2 == (1.0, 1.0)
 
 
 class Residual(nn.Module):
