@@ -181,23 +181,17 @@ def at_speed(result: dict, metric: str, target: float) -> dict | None:
     return next((r for r in rows if r["speedup"] >= target * 0.95), None)
 
 
-def one_factor(res: dict, row: dict) -> float | None:
-    """The speed-up the latency model would predict for ``row``'s widths with one interaction for every group,
-    fitted on the cuts of every group (the version-3 model; the row's MACs overlap is backed out of its
-    prediction); None where it predicts no time left."""
+def without_overlap(res: dict, row: dict) -> float | None:
+    """The speed-up the latency model would predict for ``row``'s widths with one factor fitted on the same
+    joint cuts and no MACs overlap (the version-2 model); None where it predicts no time left."""
     from dataclasses import replace
 
     from cpd.importance.latency import LatencyModel
     from cpd.prune.latency import fit_interaction
 
     lm = LatencyModel.from_dict(res["latency_model"])
-    widths = {int(g): share * lm.groups[int(g)].widths[-1] for g, share in row["kept"]["per_group"].items()
-              if int(g) in lm.groups}
-    scaled = lm.baseline - lm.predict(widths)  # sum_g k_g * saving_g, no overlap
-    o = (lm.baseline - lm.baseline / row["predicted_speedup"]) / scaled if scaled > 0 else 1.0
-    one = replace(lm, interactions={},
-                  interaction=fit_interaction([p for p in lm.info["joint"] if p.get("cut", "all") == "all"]))
-    left = one.predict(widths, o)
+    flat = replace(lm, overlap="none", interaction=fit_interaction([{**p, "overlap": 1.0} for p in lm.info["joint"]]))
+    left = flat.predict({int(g): share * lm.groups[int(g)].widths[-1] for g, share in row["kept"]["per_group"].items()})
     return lm.baseline / left if left > 0 else None
 
 
@@ -210,7 +204,7 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
              f"medians, every model of an architecture timed in one session in alternating blocks; the counts of "
              f"each architecture are in its line below. "
              f"On {machine()}, shared with other jobs (timings are noisy). Command: `{command}`.", "",
-             "| model | target | latency targeting: speed-up (in-run) | predicted (error) | one interaction "
+             "| model | target | latency targeting: speed-up (in-run) | predicted (error) | one factor, no overlap "
              "(error) | MACs ratio | params ratio | min / median width kept | params targeting at that speed "
              "| FLOPs targeting at that speed |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -223,7 +217,7 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
             if "predicted_speedup" not in row or res["latency_model"].get("version", 0) < 3:
                 lines.append(f"| {res['arch']} | {t}x | (from an older latency model: rerun) | | | | | | | |")
                 continue
-            flat = one_factor(res, row)
+            flat = without_overlap(res, row)
             flat_text = ("all time saved" if flat is None
                          else f"{flat:.2f}x ({flat / row['measured_in_run'] - 1:+.0%})")
             other = []
@@ -239,22 +233,14 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
     lines += ["", "Speed-up: final session; in-run: what the pruner measured when it stopped. Predicted: the latency "
               "model's prediction for the same widths (its curves, MACs overlap and interaction, before the "
               "pruner's correction by its own measurements), and its error against the in-run measurement. One "
-              "interaction: what the version-3 model (one interaction for every group, fitted on the cuts of every "
-              "group, over the same MACs overlap) predicts for the same widths; the same as predicted where the "
-              "profile saw no hidden groups apart. Params/FLOPs targeting: the least sparse model of a ladder (0.2, 0.35, 0.5, 0.65, 0.8) within 5% of the target "
+              "factor, no overlap: what the previous model (one interaction fitted on the same joint cuts, no "
+              "MACs overlap) predicts for the same widths. Params/FLOPs targeting: the least sparse model of a ladder (0.2, 0.35, 0.5, 0.65, 0.8) within 5% of the target "
               "speed. Widths kept: per prunable group, kept / full channels, minimum and median over the groups.", ""]
     for res in results:
-        lm = res["latency_model"]
-        k, apart = lm.get("interaction"), lm.get("interactions") or {}
-        over = " over the MACs overlap" if lm.get("overlap") == "macs" else ""
-        if apart:
-            seen = ", ".join(sorted(apart, key=int))
-            k_text = (f"interactions {k:.2f} for the {len(lm['groups']) - len(apart)} hidden groups and "
-                      f"{next(iter(apart.values())):.2f} for the {len(apart)} seen ({seen}){over}, ")
-        else:
-            k_text = f"interaction {k:.2f}{over}, " if k is not None else ""
+        k = res["latency_model"].get("interaction")
+        over = " over the MACs overlap" if res["latency_model"].get("overlap") == "macs" else ""
         lines.append(f"- {res['arch']}: {res['groups']} prunable groups, baseline {res['baseline_ms']:.1f} ms, "
-                     + k_text
+                     + (f"interaction {k:.2f}{over}, " if k is not None else "")
                      + f"{res['profile_measurements']} timed exports (latency model, counting earlier runs with "
                      f"--reuse, and pruning), {res['seconds'] / 60:.1f} min in this run"
                      + (f" ({_how(res['args'], res['latency_model'])})." if "args" in res else "."))

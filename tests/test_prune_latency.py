@@ -6,7 +6,6 @@ the additive latency model cannot predict, so the pruner has to correct its pred
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from cpd.flops import count_macs, count_param_macs
 from cpd.importance import CostModel
 from cpd.importance.latency import GroupCurve, LatencyModel, monotone, read_latency_model
 from cpd.prune import PruneConfig, Pruner
-from cpd.prune.latency import fit_interaction, fit_interactions, profile_latency, width_at, widths_reachable
+from cpd.prune.latency import profile_latency, width_at, widths_reachable
 from cpd.prune.pruner import MEASURED_SLACK
 from cpd.prune.schedule import group_removals, limits_of, select
 from cpd.safe_load import BadFileError
@@ -84,19 +83,6 @@ def test_file_round_trip_and_refusals(tmp_path) -> None:
     path.write_text(json.dumps({**lm.to_dict(), "baseline_s": -1}))
     with pytest.raises(BadFileError, match="baseline"):
         read_latency_model(path)
-    # a group of its own interaction: kept through the file, and it scales that group's saving only
-    apart = replace(lm, interaction=2.0, interactions={0: 1.0})
-    apart.save(path)
-    assert read_latency_model(path).interactions == {0: 1.0}
-    assert apart.predict({0: 16, 1: 8}) == pytest.approx(0.010 - 0.004 - 2.0 * 0.0005)
-    path.write_text(json.dumps({**apart.to_dict(), "interactions": {"5": 1.0}}))
-    with pytest.raises(BadFileError, match=r"interactions names group\(s\) \[5\]"):
-        read_latency_model(path)
-    # a version-3 file (one interaction for every group) still reads, as it was written
-    old = {k: v for k, v in lm.to_dict().items() if k != "interactions"}
-    path.write_text(json.dumps({**old, "version": 3, "interaction": 1.5}))
-    v3 = read_latency_model(path)
-    assert v3.interactions == {} and v3.predict({0: 16, 1: 8}) == pytest.approx(0.010 - 1.5 * 0.0045)
 
 
 def test_schedule_prefers_the_group_that_costs_more_time() -> None:
@@ -277,75 +263,6 @@ def test_macs_overlap_predicts_uneven_cuts_that_one_factor_misses() -> None:
             more[g.id][live[-1]] = True
             step = costs.total(dead, "latency") - costs.total(more, "latency")
             assert costs.unit_costs(g, dead, "latency")[live[-1]] == pytest.approx(step, rel=0.15, abs=1e-7)
-
-
-def hidden_work_seconds(model: nn.Module) -> float:
-    """Linear in the MACs, plus work the MACs do not count on the last group's channels only (an activation's
-    memory traffic): that group's single-group saving is within the noise, the other groups' are not."""
-    return 1e-3 + count_macs(model, (X,)) * 1e-9 + 2e-5 * model[6].out_channels
-
-
-def test_groups_the_noise_hides_get_an_interaction_of_their_own() -> None:
-    """The hidden group's curve is its MACs prior, which misses its uncounted work; the seen groups' curves
-    are right.  One factor over every whole-model cut must split the difference; cutting the hidden groups by
-    themselves as well measures their work apart, and the two factors predict cuts the profile never made
-    better, whichever groups they cut."""
-    model = conv_net()
-    graph = comb(model, (X,))
-    groups = graph.prunable()
-    param_macs = lambda m: count_param_macs(m, (X,))  # noqa: E731
-    macs = lambda m: float(count_macs(m, (X,)))  # noqa: E731
-    lm = profile_latency(model, graph, hidden_work_seconds, "fake", X.shape, round_to=2, align=False, macs=macs,
-                         min_noise=0.05, param_macs=param_macs)
-    assert lm.info["points"]["seen"] == [0, 1]
-    hidden = [p for p in lm.info["joint"] if p["cut"] == "hidden"]
-    assert len(hidden) == len([p for p in lm.info["joint"] if p["cut"] == "all"]) > 1
-    assert all(p["hidden_saving_s"] == p["additive_saving_s"] for p in hidden)
-    assert lm.interaction > 1.5  # the hidden group saves twice what its MACs say
-    assert lm.interactions == {0: pytest.approx(1.0, abs=0.1), 1: pytest.approx(1.0, abs=0.1)}
-    assert LatencyModel.from_dict(lm.to_dict()).interactions == lm.interactions
-    one = replace(lm, interaction=fit_interaction([p for p in lm.info["joint"] if p["cut"] == "all"]),
-                  interactions={})
-    two_costs, one_costs = (CostModel(model, groups, *param_macs(model), latency=m) for m in (lm, one))
-    rng = np.random.default_rng(1)
-    better = 0
-    for _ in range(8):  # random uneven cuts, some groups left whole
-        removed = {}
-        for g in groups:
-            options = widths_reachable(g, 2, 0.1)
-            pick = int(rng.integers(-1, len(options)))
-            if pick >= 0:
-                removed[g.id] = options[pick][1]
-        dead = {g.id: np.isin(np.arange(g.num_units), removed.get(g.id, [])) for g in groups}
-        twin = Pruner(conv_net(), (X,), PruneConfig(metric="params", criterion="magnitude"), graph=graph)
-        twin.masks.kill_({g: u for g, u in removed.items() if u})
-        truth = hidden_work_seconds(twin.export()[0].eval())
-        two, single = two_costs.total(dead, "latency"), one_costs.total(dead, "latency")
-        assert abs(two - truth) <= abs(single - truth) + 1e-6  # never worse (a cut of the seen groups: a tie)
-        better += abs(two - truth) < abs(single - truth) - 1e-6
-    assert better >= 6
-    # without the MACs prior every point is a measurement: nothing is hidden, one factor
-    plain = profile_latency(model, graph, hidden_work_seconds, "fake", X.shape, round_to=2, align=False,
-                            param_macs=param_macs)
-    assert plain.interactions == {} and {p["cut"] for p in plain.info["joint"]} == {"all"}
-
-
-def test_two_interactions_are_the_bounded_least_squares_pair() -> None:
-    def point(hidden: float, seen: float, measured: float, cut: str = "all") -> dict:
-        return {"cut": cut, "additive_saving_s": hidden + seen, "hidden_saving_s": hidden, "overlap": 0.5,
-                "measured_saving_s": measured}
-
-    exact = [point(1.0, 2.0, 0.5 * (1.5 * 1.0 + 0.8 * 2.0)), point(1.0, 0.0, 0.5 * 1.5, "hidden"),
-             point(0.5, 1.5, 0.5 * (1.5 * 0.5 + 0.8 * 1.5))]
-    assert fit_interactions(exact) == (pytest.approx(1.5), pytest.approx(0.8))
-    # the free optimum would give the hidden groups a factor below the bound: it sits at the bound, and the
-    # seen groups' factor is fitted to what that leaves
-    low = [point(1.0, 1.0, 0.5 * (0.05 * 1.0 + 1.0)), point(1.0, 0.0, 0.5 * 0.05, "hidden")]
-    k_hidden, k_seen = fit_interactions(low)
-    assert k_hidden == 0.25 and 0.25 <= k_seen < 1.0
-    # cuts that cannot tell the two kinds apart (every cut in the same proportions): one factor for both
-    same = [point(1.0, 1.0, 1.0), point(2.0, 2.0, 2.0)]
-    assert fit_interactions(same) == (fit_interaction(same),) * 2 == (1.0, 1.0)
 
 
 class Residual(nn.Module):

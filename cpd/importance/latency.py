@@ -9,31 +9,26 @@ batch.  From it (see docs/pruning.md):
   width ``W_g`` at the baseline) after making them non-decreasing in the width (a narrower layer is never
   slower; what the noise says otherwise is pooled away);
 - the predicted latency of a model whose groups keep widths ``w_g``:
-  ``T(w) = baseline - o(w) * sum_g k_g * (t_g(W_g) - t_g(w_g))`` (``T(W) = baseline``);
-- the cost of a unit of ``c`` channels in a group now ``w`` wide: ``k_g * m_u * (t_g(w) - t_g(w - c))``.
+  ``T(w) = baseline - k * o(w) * sum_g (t_g(W_g) - t_g(w_g))`` (``T(W) = baseline``);
+- the cost of a unit of ``c`` channels in a group now ``w`` wide: ``k * m_u * (t_g(w) - t_g(w - c))``.
 
 ``o(w)``, the *overlap*, is what the sum of single-group savings counts twice when several groups are cut
 at once: a convolution between two cut groups loses ``1 - (1 - a)(1 - b)`` of its work, not ``a + b``.  It
 is the MACs the whole cut saves over the sum of the MACs each group's cut saves alone, computed from the
 model's structure by the caller (:meth:`cpd.importance.CostModel.overlap`; ``m_u`` is the same ratio for
-one more unit).  ``k_g``, the *interaction*, is what is left: measured savings of whole-model cuts over
+one more unit).  ``k``, the *interaction*, is what is left: measured savings of whole-model cuts over
 ``o * additive`` (cuts that together free the caches, or work MACs do not count), fitted when the model is
-built.  It is ``interactions[g]`` where the model names the group and ``interaction`` otherwise: the
-profile fits one factor for the groups whose single-group savings stood out of the noise and one for the
-groups whose savings the noise hid, so that their curves are the MACs prior alone (:mod:`cpd.prune.latency`).
-A model whose ``overlap`` is ``"none"`` (built without MACs) was fitted with ``o = 1`` and predicts with it.
-The pruner still re-measures the whole cut model at each threshold and corrects what is left.  Widths are in
-channels (:func:`cpd.importance.cost.channels_per_unit`; a head counts its head dimension).
+built.  A model whose ``overlap`` is ``"none"`` (built without MACs) was fitted with ``o = 1`` and
+predicts with it.  The pruner still re-measures the whole cut model at each threshold and corrects what is
+left.  Widths are in channels (:func:`cpd.importance.cost.channels_per_unit`; a head counts its head
+dimension).
 
-File format (``format: "cpd-latency"``, ``version: 4``), written beside the dependency JSON::
+File format (``format: "cpd-latency"``, ``version: 3``), written beside the dependency JSON::
 
-    {"format": "cpd-latency", "version": 4, "fingerprint": "<16 hex>", "runtime": "onnxruntime-cpu",
+    {"format": "cpd-latency", "version": 3, "fingerprint": "<16 hex>", "runtime": "onnxruntime-cpu",
      "input_shape": [1, 3, 512, 512], "baseline_s": 0.0123, "interaction": 1.1, "overlap": "macs",
-     "interactions": {"3": 1.0},
      "groups": {"3": {"widths": [8, 16, 32], "seconds": [0.010, 0.011, 0.0123]}},
      "info": {...}}   # how it was measured (threads, runs, versions), the joint cuts, round_to measurements
-
-Version 3 files (one interaction for every group, no ``interactions``) are read as they were written.
 """
 from __future__ import annotations
 
@@ -47,9 +42,7 @@ import numpy as np
 from cpd.files import DocKind, write_json_atomic
 from cpd.safe_load import read_document
 
-LATENCY = DocKind("cpd-latency", 4, "latency model")
-#: the older version still read: the same document without ``interactions``
-READS_VERSION = 3
+LATENCY = DocKind("cpd-latency", 3, "latency model")
 #: what a latency model's interaction was fitted over: the MACs overlap, or none (``o = 1``)
 OVERLAPS = ("macs", "none")
 
@@ -118,11 +111,8 @@ class LatencyModel:
         baseline: the unpruned model's measured latency, in seconds.
         groups: group id -> its curve.
         info: how it was measured (free-form, JSON-ready).
-        interaction: ``k_g`` of the module docstring for every group ``interactions`` does not name: the
-            measured saving of joint cuts over ``o * additive``.
+        interaction: ``k`` of the module docstring, the measured saving of joint cuts over ``o * additive``.
         overlap: ``"macs"`` (predictions take the caller's MACs overlap ``o``) or ``"none"`` (``o = 1``).
-        interactions: group id -> its own ``k_g`` (the groups the measurement saw, where the profile fitted
-            them apart from the hidden ones).
     """
 
     fingerprint: str
@@ -133,18 +123,13 @@ class LatencyModel:
     info: Mapping[str, Any] = field(default_factory=dict)
     interaction: float = 1.0
     overlap: str = "none"
-    interactions: Mapping[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.baseline, (int, float)) and np.isfinite(self.baseline) and self.baseline > 0):
             raise ValueError(f"baseline={self.baseline!r}: must be a positive time in seconds")
-        for name, k in [("interaction", self.interaction)] + [(f"interactions[{g}]", v)
-                                                              for g, v in self.interactions.items()]:
-            if not (isinstance(k, (int, float)) and np.isfinite(k) and k > 0):
-                raise ValueError(f"{name}={k!r}: must be a positive factor (1: additive savings)")
-        unknown = sorted(set(self.interactions) - set(self.groups))
-        if unknown:
-            raise ValueError(f"interactions names group(s) {unknown} that have no curve; groups: {sorted(self.groups)}")
+        if not (isinstance(self.interaction, (int, float)) and np.isfinite(self.interaction)
+                and self.interaction > 0):
+            raise ValueError(f"interaction={self.interaction!r}: must be a positive factor (1: additive savings)")
         if self.overlap not in OVERLAPS:
             raise ValueError(f"overlap={self.overlap!r}: must be one of {list(OVERLAPS)}")
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
@@ -154,10 +139,6 @@ class LatencyModel:
         return sum(float(self.groups[g].at(self.groups[g].widths[-1]) - self.groups[g].at(w))
                    for g, w in widths.items() if g in self.groups)
 
-    def factor(self, gid: int) -> float:
-        """``k_g``: the interaction group ``gid``'s saving is scaled by."""
-        return float(self.interactions.get(gid, self.interaction))
-
     def predict(self, widths: Mapping[int, float], overlap: float = 1.0) -> float:
         """``T(w)``: the predicted latency with group ``g`` kept ``widths[g]`` channels wide (others whole).
 
@@ -166,11 +147,11 @@ class LatencyModel:
             overlap: ``o(w)`` of the module docstring (ignored by a model whose ``overlap`` is ``"none"``).
         """
         o = float(overlap) if self.overlap == "macs" else 1.0
-        return self.baseline - o * sum(self.factor(g) * self.additive_saving({g: w}) for g, w in widths.items())
+        return self.baseline - self.interaction * o * self.additive_saving(widths)
 
     def unit_costs(self, gid: int, width: float, channels: np.ndarray,
                    overlap: np.ndarray | float = 1.0) -> np.ndarray:
-        """What removing each unit alone would save now: ``k_g * m_u * (t_g(width) - t_g(width - channels[u]))``.
+        """What removing each unit alone would save now: ``k * m_u * (t_g(width) - t_g(width - channels[u]))``.
 
         Args:
             gid: the group.
@@ -186,7 +167,7 @@ class LatencyModel:
             return np.zeros(channels.shape)
         curve = self.groups[gid]
         m = np.asarray(overlap, dtype=np.float64) if self.overlap == "macs" else 1.0
-        return self.factor(gid) * m * np.maximum(float(curve.at(width)) - curve.at(width - channels), 0.0)
+        return self.interaction * m * np.maximum(float(curve.at(width)) - curve.at(width - channels), 0.0)
 
     def check_fits(self, fingerprint: str, runtime: str | None = None, input_shape: Sequence[int] | None = None,
                    groups: Sequence[int] | None = None, where: str = "") -> None:
@@ -221,7 +202,6 @@ class LatencyModel:
         return {**LATENCY.header(), "fingerprint": self.fingerprint, "runtime": self.runtime,
                 "input_shape": list(self.input_shape), "baseline_s": float(self.baseline),
                 "interaction": float(self.interaction), "overlap": self.overlap,
-                "interactions": {str(g): float(k) for g, k in sorted(self.interactions.items())},
                 "groups": {str(g): {"widths": [int(w) for w in c.widths], "seconds": [float(s) for s in c.seconds]}
                            for g, c in sorted(self.groups.items())},
                 "info": dict(self.info)}
@@ -233,8 +213,6 @@ class LatencyModel:
         Raises:
             ValueError: not a latency model, another version, or a malformed field (named).
         """
-        if isinstance(doc, Mapping) and doc.get("format") == LATENCY.format and doc.get("version") == READS_VERSION:
-            doc = {**doc, **LATENCY.header(), "interactions": {}}
         LATENCY.check(doc, where)
         prefix = f"{where}: " if where else ""
         try:
@@ -242,11 +220,10 @@ class LatencyModel:
                       for g, c in doc["groups"].items()}
             return cls(str(doc["fingerprint"]), str(doc["runtime"]), tuple(doc["input_shape"]),
                        float(doc["baseline_s"]), groups, dict(doc.get("info", {})), float(doc["interaction"]),
-                       str(doc["overlap"]), {int(g): float(k) for g, k in doc["interactions"].items()})
+                       str(doc["overlap"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{prefix}malformed latency model ({type(e).__name__}: {e}); expected the keys "
-                             "fingerprint, runtime, input_shape, baseline_s, interaction, overlap, interactions, "
-                             "groups") from None
+                             "fingerprint, runtime, input_shape, baseline_s, interaction, overlap, groups") from None
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the document atomically (indented, so a diff shows what changed)."""

@@ -27,25 +27,13 @@ attention product).  Every decision is kept in ``info["points"]``.
 *Interaction.*  Single-group savings do not add up to what cutting every group at once saves: measured at
 512x512 on onnxruntime CPU, whole-model cuts saved 0.57 to 0.96 times the sum on four CNNs.  Most
 of it is structure: a layer between two cut groups loses ``1 - (1 - a)(1 - b)`` of its work, not ``a + b``.
-With ``param_macs`` (``param_macs(model) -> (MACs per parameter name, total MACs)``,
+With ``param_macs`` (``param_macs(model) -> (MACs per parameter, total MACs)``,
 :func:`cpd.flops.count_param_macs` at the deployment input), every prediction takes that *overlap* ``o`` from
 the MACs (:meth:`cpd.importance.CostModel.overlap`); the latency model says so (``overlap: "macs"``).  With
 ``joint``, the model is also measured with *every* group cut at once to each of the ``fractions``; the
 interaction ``k`` is the least-squares factor (through zero) of those measured savings over ``o`` times
 their additive predictions, bounded to [0.25, 4], and every prediction and unit cost of the latency model
 is scaled by it.  The points are kept in ``info["joint"]``.
-
-One factor for every group is wrong where the groups are of two kinds.  A group whose single-group saving
-stands out of the noise somewhere (more than ``3 * sigma`` below the baseline) has a curve the measurement
-checked: its own points, or the MACs prior they agree with.  A group whose savings all lie within the noise
-has the MACs prior, unchecked, and a prior misses the work the MACs do not count.  On DeiT-S/UperNet at
-512x512 every group cut to its floor saved 1.28 times ``o`` times the sum while the decode head's checked
-curves agreed with their MACs, so one ``k = 1.23`` over-predicted cuts of mostly the decode head by 9-29%.
-Where the profile has both kinds (``info["points"]["seen"]`` names the checked groups), the model is also
-measured with only the *hidden* groups cut, at each of the same fractions: those cuts see the hidden
-groups' work together, which stands out of the noise though no single group's does.  Two factors are then
-fitted by least squares on every joint cut, bounded to [0.25, 4]: ``k_hidden`` (the model's
-``interaction``) for the hidden groups and ``k_seen`` (``interactions``, per checked group) for the others.
 
 ``round_to``: on the group whose curve is steepest, widths ``W``, ``W - 1``, ``W - 8``, ``W - 16`` and
 ``W - 32`` (``W`` a multiple of 32) are measured.  Those between ``W`` and ``W - 32`` should lie on the line
@@ -57,7 +45,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -73,8 +61,6 @@ from cpd.surgery import cut_, prepare_
 Measure = Callable[[nn.Module], float]
 #: widths measured per group, as fractions of its full width (the nearest width the schedule allows).
 FRACTIONS = (0.25, 0.5, 0.75)
-#: the bounds of an interaction factor
-K_BOUNDS = (0.25, 4.0)
 #: the fraction that stands for a group's floor, its narrowest reachable width (``floor=True``)
 FLOOR = 0.0
 ALIGNMENTS = (1, 8, 16, 32)
@@ -202,13 +188,7 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
     lm = LatencyModel(graph.fingerprint, runtime, tuple(input_shape), baseline, curves, details,
                       overlap="macs" if overlap is not None else "none")
     if joint:
-        def once(removed: Removed) -> float:
-            if _key(removed) not in wide_seconds:
-                wide_seconds[_key(removed)] = timed(removed)
-            return wide_seconds[_key(removed)]
-
-        hidden = set() if macs is None else set(curves) - set(details["points"]["seen"])
-        lm = with_interaction(lm, at_fraction, once, log, overlap, hidden)
+        lm = with_interaction(lm, at_fraction, lambda removed: wide_seconds[_key(removed)], log, overlap)
     if align:
         lm = replace(lm, info={**lm.info, "round_to": measure_alignment(graph, lm, timed, tolerance)})
     return lm
@@ -236,40 +216,29 @@ def overlap_of(costs: CostModel, graph: DependencyGraph) -> Callable[[Removed], 
 
 def with_interaction(lm: LatencyModel, at_fraction: Mapping[float, Mapping[int, tuple[int, list[int]]]],
                      timed: Callable[[Removed], float], log: Callable[[str], None] | None = None,
-                     overlap: Callable[[Removed], float] | None = None,
-                     hidden: Collection[int] = ()) -> LatencyModel:
+                     overlap: Callable[[Removed], float] | None = None) -> LatencyModel:
     """``lm`` with its interaction fitted on whole-model cuts (module docstring).
 
     Args:
-        lm: the additive latency model (its interactions are ignored).
+        lm: the additive latency model (its ``interaction`` is ignored).
         at_fraction: per fraction, ``{group: (width, units removed)}`` for every group.
         timed: ``timed({group: units}) -> seconds`` of the cut copy.
         overlap: ``overlap({group: units}) -> o`` for a model whose ``overlap`` is ``"macs"``; None: 1.
-        hidden: the groups whose single-group savings the noise hid; when some groups are hidden and some
-            are not, the hidden ones are also cut by themselves at each fraction and get a factor of their own.
     """
-    hidden = set(hidden) & set(lm.groups)
-    apart = bool(hidden) and bool(set(lm.groups) - hidden)
     points = []
     for f, chosen in sorted(at_fraction.items()):
-        for cut in ("all", "hidden") if apart else ("all",):
-            part = {g: wu for g, wu in chosen.items() if cut == "all" or g in hidden}
-            if not part:
-                continue
-            removed = {g: u for g, (_, u) in part.items()}
-            additive = lm.additive_saving({g: w for g, (w, _) in part.items()})
-            o = float(overlap(removed)) if overlap is not None else 1.0
-            measured = lm.baseline - timed(removed)
-            points.append({"fraction": f, "cut": cut, "additive_saving_s": additive,
-                           "hidden_saving_s": lm.additive_saving({g: w for g, (w, _) in part.items() if g in hidden}),
-                           "overlap": o, "measured_saving_s": measured})
-            if log is not None:
-                where = "its floor" if f == FLOOR else f"{f:.2f} of its width"
-                log(f"{'every' if cut == 'all' else 'every hidden'} group at {where}: {measured * 1e3:.3f} ms saved, "
-                    f"{additive * 1e3:.3f} ms the sum of the single-group savings, MACs overlap {o:.3f}")
-    k_hidden, k_seen = fit_interactions(points) if apart else (fit_interaction(points),) * 2
-    return replace(lm, interaction=k_hidden, interactions={g: k_seen for g in lm.groups if g not in hidden}
-                   if apart else {}, info={**lm.info, "joint": points})
+        if not chosen:
+            continue
+        removed = {g: u for g, (_, u) in chosen.items()}
+        additive = lm.additive_saving({g: w for g, (w, _) in chosen.items()})
+        o = float(overlap(removed)) if overlap is not None else 1.0
+        measured = lm.baseline - timed(removed)
+        points.append({"fraction": f, "additive_saving_s": additive, "overlap": o, "measured_saving_s": measured})
+        if log is not None:
+            where = "its floor" if f == FLOOR else f"{f:.2f} of its width"
+            log(f"every group at {where}: {measured * 1e3:.3f} ms saved, {additive * 1e3:.3f} ms "
+                f"the sum of the single-group savings, MACs overlap {o:.3f}")
+    return replace(lm, interaction=fit_interaction(points), info={**lm.info, "joint": points})
 
 
 def fit_interaction(points: Sequence[Mapping[str, float]]) -> float:
@@ -277,30 +246,7 @@ def fit_interaction(points: Sequence[Mapping[str, float]]) -> float:
     times their additive savings, bounded to [0.25, 4] (1 without a point that saves anything)."""
     k = fit_through_zero([p["additive_saving_s"] * p.get("overlap", 1.0) for p in points],
                          [p["measured_saving_s"] for p in points])
-    return float(np.clip(k, *K_BOUNDS)) if k is not None and k > 0 else 1.0
-
-
-def fit_interactions(points: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
-    """``(k_hidden, k_seen)``: the least-squares pair, each bounded to [0.25, 4], of the joint cuts' measured
-    savings over ``overlap * (k_hidden * hidden part + k_seen * the rest)`` of their additive savings; both
-    :func:`fit_interaction`'s one factor when the cuts cannot tell the two apart."""
-    a = np.array([[p["overlap"] * p["hidden_saving_s"], p["overlap"] * (p["additive_saving_s"] - p["hidden_saving_s"])]
-                  for p in points], dtype=np.float64).reshape(-1, 2)
-    y = np.array([p["measured_saving_s"] for p in points], dtype=np.float64)
-    if len(points) < 2 or np.linalg.matrix_rank(a, tol=1e-9 * max(float(np.abs(a).max()), 1e-30)) < 2:
-        k = fit_interaction(points)
-        return k, k
-    lo, hi = K_BOUNDS
-    candidates = [np.linalg.lstsq(a, y, rcond=None)[0]]
-    for i in (0, 1):  # the optimum on the box's edges: one factor at a bound, the other fitted to what is left
-        for bound in (lo, hi):
-            other = fit_through_zero(a[:, 1 - i], y - bound * a[:, i])
-            pair = [0.0, 0.0]
-            pair[i], pair[1 - i] = bound, float(np.clip(other if other is not None else 1.0, lo, hi))
-            candidates.append(np.array(pair))
-    feasible = [c for c in candidates if lo <= c[0] <= hi and lo <= c[1] <= hi]
-    best = min(feasible, key=lambda c: float(((a @ c - y) ** 2).sum()))
-    return float(best[0]), float(best[1])
+    return float(np.clip(k, 0.25, 4.0)) if k is not None and k > 0 else 1.0
 
 
 def with_prior(curves: Mapping[int, GroupCurve], raw: Mapping[int, Mapping[int, float]],
@@ -314,9 +260,8 @@ def with_prior(curves: Mapping[int, GroupCurve], raw: Mapping[int, Mapping[int, 
             points give none above zero.
 
     Returns:
-        The new curves, and what was decided: noise, rate (and where it came from), per group its widths,
-        measured, prior and used seconds, and ``seen``: the groups whose measured saving stands out of the
-        noise somewhere (more than ``3 * sigma``).
+        The new curves, and what was decided: noise, rate (and where it came from), and per group its
+        widths, measured, prior and used seconds.
     """
     full_macs = counted[()]
     pairs = [(full_macs - counted[(g, w)], baseline - s) for g, pts in raw.items() for w, s in pts.items()]
@@ -350,8 +295,6 @@ def with_prior(curves: Mapping[int, GroupCurve], raw: Mapping[int, Mapping[int, 
             entry["used"].append(used[-1])
         out[g] = GroupCurve(curve.widths, tuple(used))
         report["groups"][str(g)] = entry
-    report["seen"] = sorted(int(g) for g, e in report["groups"].items()
-                            if any(baseline - m > 3 * sigma for m in e["measured"]))
     return out, report
 
 
