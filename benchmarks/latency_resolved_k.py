@@ -38,14 +38,8 @@ def resolved_groups(lm: LatencyModel) -> set[int]:
 
 def split(lm: LatencyModel, widths: Mapping[int, float], resolved: set[int]) -> tuple[float, float]:
     """The additive saving of ``widths``, as (unresolved groups' part, resolved groups' part)."""
-    unresolved = checked = 0.0
-    for g, w in widths.items():
-        saving = lm.baseline - float(lm.groups[g].at(w))
-        if g in resolved:
-            checked += saving
-        else:
-            unresolved += saving
-    return unresolved, checked
+    return (lm.additive_saving({g: w for g, w in widths.items() if g not in resolved}),
+            lm.additive_saving({g: w for g, w in widths.items() if g in resolved}))
 
 
 def joint_widths(lm: LatencyModel, fraction: float) -> dict[int, float]:
