@@ -28,7 +28,10 @@ least-squares factor (through zero) of every measured sparsity of the run over i
 timing moves it little.  A step short of its goal, or more than ``OVERSHOOT`` past the next threshold, is
 timed once more first (a single timing on a loaded machine is often off by more than either margin), and
 the mean of the two decides; a step still short prunes on, one still past gives its removals back and takes
-again, up to ``MAX_CORRECTIONS`` times.  Every measurement is recorded (``pruner.checks``, the plan's
+again, up to ``MAX_CORRECTIONS`` times.  A step that reaches a threshold is timed twice too, and the mean of
+the two decides whether it did: accepting a crossing on its first timing while re-timing every shortfall
+would stop on the first timing that happens to read fast (optional stopping), and the model saved at the
+threshold would be slower than the run reports.  Every measurement is recorded (``pruner.checks``, the plan's
 summary) with the prediction beside it.
 """
 from __future__ import annotations
@@ -249,9 +252,10 @@ class Pruner:
         self._guarded_fill(goal, scores, start, threshold)
         self.sparsity = self.measure(goal if timed else None)
         repeated = False
-        for _ in range(2 * MAX_CORRECTIONS if timed else 0):
+        for _ in range(2 * MAX_CORRECTIONS + 1 if timed else 0):
             over = threshold is not None and self.sparsity > threshold + OVERSHOOT
-            if not over and (self.sparsity >= goal - self.slack or self.exhausted):
+            crossing = threshold is not None and self.sparsity >= threshold - self.slack
+            if not over and (self.sparsity >= goal - self.slack or self.exhausted) and (repeated or not crossing):
                 break
             if not repeated:  # one timing may be a spike: time the same model again, the mean decides
                 self.sparsity = 0.5 * (self.sparsity + self.measure(goal))
