@@ -35,9 +35,35 @@ def test_meter_scales_the_candidate_by_the_reference(runtime: str, tmp_path) -> 
         assert (tmp_path / "candidate.onnx").is_file() and meter.info["exporter"] == "torchscript"
 
 
+def test_dynamo_meter_times_the_graph_the_export_stage_ships(tmp_path) -> None:
+    """``exporter='dynamo'``: the candidate file is what :func:`cpd.export.export_onnx` writes (the export
+    stage's graph: same nodes, dynamic batch), not the TorchScript graph."""
+    import onnx
+
+    from cpd.export import export_onnx
+
+    x = torch.randn(1, 3, 32, 32)
+    meter = LatencyMeter(net(), x, warmup=1, runs=2, rounds=1, workdir=tmp_path / "m", exporter="dynamo")
+    meter(net())
+    assert meter.info["exporter"] == "dynamo"
+    shipped = onnx.load(str(export_onnx(net(), x, tmp_path / "shipped.onnx")))
+    timed = onnx.load(str(tmp_path / "m" / "candidate.onnx"))
+    assert [n.op_type for n in timed.graph.node] == [n.op_type for n in shipped.graph.node]
+    assert timed.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # the batch axis is symbolic
+    fast = LatencyMeter(net(), x, warmup=1, runs=2, rounds=1, workdir=tmp_path / "f")
+    assert fast.info["exporter"] == "torchscript"
+    assert not onnx.load(str(tmp_path / "f" / "reference.onnx")).graph.input[0].type.tensor_type.shape.dim[0].dim_param
+
+
 def test_meter_refuses_unknown_runtimes_and_counts() -> None:
     with pytest.raises(ValueError, match="runtime='tensorrt'"):
         LatencyMeter(net(), torch.randn(1, 3, 8, 8), runtime="tensorrt")
+    with pytest.raises(ValueError, match="exporter='tvm'"):
+        LatencyMeter(net(), torch.randn(1, 3, 8, 8), exporter="tvm")
+    from cpd.export.measure import EXPORTERS
+    from cpd.mm.latency import EXPORTERS as HOOK_EXPORTERS
+
+    assert HOOK_EXPORTERS == EXPORTERS  # the hook validates its option without importing onnxruntime
     with pytest.raises(ValueError, match="runs >= rounds"):
         LatencyMeter(net(), torch.randn(1, 3, 8, 8), runs=2, rounds=3)
 

@@ -129,6 +129,7 @@ def test_continue_finetune_false_ends_training_cleanly(data: Path, tmp_path: Pat
     (dict(metric="latency", latency=dict(file="lat.json", speed=2)), r"unknown key\(s\) \['speed'\]"),
     (dict(metric="latency", latency=dict(file="lat.json", runs=0)), "latency.runs=0"),
     (dict(metric="latency", latency=dict(file="lat.json", runs=2, rounds=3)), "at least latency.rounds=3"),
+    (dict(metric="latency", latency=dict(file="lat.json", exporter="jit")), r"latency.exporter='jit'"),
 ])
 def test_bad_latency_arguments_are_refused(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -148,8 +149,12 @@ def test_latency_metric_re_measures_through_the_registered_meter(data: Path, tmp
     from cpd.mm.tasks import task_of
     from cpd.prune.latency import profile_latency
 
-    def macs_meter(model, forward_fn, input_shape, runtime, threads, warmup, runs, rounds, baseline=None):
+    exporters = []
+
+    def macs_meter(model, forward_fn, input_shape, runtime, threads, warmup, runs, rounds, baseline=None,
+                   exporter="torchscript"):
         x = torch.randn(*input_shape)
+        exporters.append(exporter)
         return lambda m: 1e-4 + 1e-9 * count_macs(m, (x,), forward_fn)
 
     deps = tiny_deps(tmp_path / "deps.json")
@@ -170,6 +175,7 @@ def test_latency_metric_re_measures_through_the_registered_meter(data: Path, tmp
         METERS[:] = saved
     pruning = next(h for h in runner.hooks if isinstance(h, PruningHook))
     assert pruning.saved == [0.1, 0.2]
+    assert exporters[1:] and set(exporters[1:]) == {"dynamo"}  # it re-measures the graph the export stage ships
     for t in (0.1, 0.2):
         summary = read_checkpoint(tmp_path / "work" / f"thr_{t}.pth")[0]["summary"]
         checks = summary["latency"]["checks"]

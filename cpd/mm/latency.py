@@ -30,6 +30,10 @@ class LatencyOptions:
         warmup, runs, rounds: untimed runs, timed runs per model, alternating blocks (per measurement).
             None (threads too): as the latency model was measured (its ``info``).
         measure: re-measure at each threshold (False: the latency model's prediction only).
+        exporter: how the re-measured models are exported: ``dynamo`` (the default: as the export stage
+            does, so the speed decided on is the deployed graph's) or ``torchscript`` (faster to export:
+            13.7 s against about 4 s for DeiT-S/UperNet at 512x512; its graph's speed-ups differ by a few
+            per cent, see :mod:`cpd.export.measure`).
     """
 
     file: str
@@ -38,6 +42,7 @@ class LatencyOptions:
     runs: int | None = None
     rounds: int | None = None
     measure: bool = True
+    exporter: str = "dynamo"
 
     @classmethod
     def from_dict(cls, data: Any) -> "LatencyOptions":
@@ -64,16 +69,21 @@ class LatencyOptions:
             raise ValueError(f"latency.runs={opts.runs} must be at least latency.rounds={opts.rounds}")
         if not isinstance(opts.measure, bool):
             raise ValueError(f"latency.measure={opts.measure!r}: must be true or false")
+        if opts.exporter not in EXPORTERS:
+            raise ValueError(f"latency.exporter={opts.exporter!r}: must be one of {list(EXPORTERS)}")
         return opts
 
+
+#: the meters' exporters (``cpd.export.measure.EXPORTERS``, named here so the hook never imports onnxruntime).
+EXPORTERS = ("torchscript", "dynamo")
 
 #: the meter factories registered (``cpd.mm.latency_meter`` adds one when imported); the last one is used.
 METERS: list[Callable[..., Callable[[nn.Module], float]]] = []
 
 
 def register_meter(factory: Callable[..., Callable[[nn.Module], float]]) -> None:
-    """Register ``factory(model, forward_fn, input_shape, runtime, threads, warmup, runs, rounds, baseline=)``
-    -> ``measure``, which the hook re-measures the cut model with."""
+    """Register ``factory(model, forward_fn, input_shape, runtime, threads, warmup, runs, rounds, baseline=,
+    exporter=)`` -> ``measure``, which the hook re-measures the cut model with."""
     if factory not in METERS:
         METERS.append(factory)
 
@@ -100,6 +110,7 @@ def hook_latency(model: nn.Module, forward_fn: Callable[..., Any], graph: Depend
                          "custom_imports (the prune stage does), or pass latency=dict(..., measure=False)")
     timing = {key: getattr(options, key) if getattr(options, key) is not None else int(lm.info.get(key, default))
               for key, default in (("threads", 1), ("warmup", 5), ("runs", 40), ("rounds", 4))}
-    meter = METERS[-1](model, forward_fn, lm.input_shape, lm.runtime, baseline=lm.baseline, **timing)
+    meter = METERS[-1](model, forward_fn, lm.input_shape, lm.runtime, baseline=lm.baseline,
+                       exporter=options.exporter, **timing)
     return lm, from_rank0(lambda cut: meter(cpu_copy(cut)))
 

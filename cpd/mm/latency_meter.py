@@ -22,13 +22,14 @@ from cpd.mm.latency import cpu_copy, register_meter
 
 def make_meter(model: nn.Module, forward_fn: Callable[..., Any], input_shape: Sequence[int], runtime: str,
                threads: int = 1, warmup: int = 5, runs: int = 40, rounds: int = 4,
-               baseline: float | None = None) -> Any:
+               baseline: float | None = None, exporter: str = "torchscript") -> Any:
     """A :class:`cpd.export.measure.LatencyMeter` timing CPU copies of ``model`` through ``forward_fn``
-    (the task's ``infer_forward``) on a random input of ``input_shape``."""
+    (the task's ``infer_forward``) on a random input of ``input_shape``, exported with ``exporter``."""
     from cpd.export.measure import LatencyMeter
 
     x = torch.randn(*[int(d) for d in input_shape])
-    return LatencyMeter(cpu_copy(model), x, forward_fn, runtime, threads, warmup, runs, rounds, baseline=baseline)
+    return LatencyMeter(cpu_copy(model), x, forward_fn, runtime, threads, warmup, runs, rounds, baseline=baseline,
+                        exporter=exporter)
 
 
 register_meter(make_meter)

@@ -104,8 +104,9 @@ class PruningHook(Hook):
         rule: ``'greater'`` or ``'less'``: which ``save_best`` values are better.
         out_dir: where the ``.pth`` files go (default: the runner's work dir).
         latency: with ``metric='latency'``: ``dict(file=<latency model JSON>, threads=1, warmup=5, runs=40,
-            rounds=4, measure=True)`` (:class:`cpd.mm.latency.LatencyOptions`): the cut model's inference
-            forward is re-measured at each threshold on the file's runtime and input shape.
+            rounds=4, measure=True, exporter='dynamo')`` (:class:`cpd.mm.latency.LatencyOptions`): the cut
+            model's inference forward is re-measured at each threshold on the file's runtime and input shape,
+            exported as the export stage exports it.
         **pruning: the :class:`cpd.prune.PruneConfig` options above.
 
     Raises:
