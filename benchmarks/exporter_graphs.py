@@ -26,6 +26,7 @@ CONFIG = "configs/embedded/vit_digits.py"
 
 def cuts(graph, seed: int = 0) -> dict[str, dict[int, list[int]]]:
     """Name -> ``{group id: removed units}`` of every prunable group cut to a share of its units."""
+    from cpd.importance.cost import channels_per_unit
     from cpd.prune.latency import width_at, widths_reachable
 
     rng = np.random.default_rng(seed)
@@ -37,7 +38,8 @@ def cuts(graph, seed: int = 0) -> dict[str, dict[int, list[int]]]:
         for g in graph.prunable():
             reachable = widths_reachable(g, 8, 0.1)
             if reachable:
-                _, units = width_at(reachable, g.num_units, share())
+                # widths are channels (a head counts its head dimension), as profile_latency picks them
+                _, units = width_at(reachable, int(channels_per_unit(g).sum()), share())
                 if units:
                     removed[g.id] = units
         out[name] = removed

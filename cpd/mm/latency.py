@@ -32,8 +32,8 @@ class LatencyOptions:
         measure: re-measure at each threshold (False: the latency model's prediction only).
         exporter: how the re-measured models are exported: ``dynamo`` (the default: as the export stage
             does, so the speed decided on is the deployed graph's) or ``torchscript`` (faster to export:
-            13.7 s against about 4 s for DeiT-S/UperNet at 512x512; its graph's speed-ups differ by a few
-            per cent, see :mod:`cpd.export.measure`).
+            about 4 s for DeiT-S/UperNet at 512x512, where dynamo takes 13.7 s; its graph's speed-ups differ
+            by a few per cent, see :mod:`cpd.export.measure`).
     """
 
     file: str
