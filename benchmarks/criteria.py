@@ -134,7 +134,7 @@ BENCHES = {
     "cls": Bench("cls", ROOT / "configs" / "embedded" / "resnet_digit_pairs.py", (32, 32), "top-1", "top1",
                  cls_scenes, cls_logits, top1, "criteria_cls",
                  "Embedded classifier (quarter-width CIFAR ResNet-18, digit pairs)",
-                 dict(train_scenes=1000, test_scenes=2000, baseline_steps=1500, baseline_lr=2e-3, prune_steps=500)),
+                 dict(train_scenes=1000, test_scenes=10000, baseline_steps=1500, baseline_lr=2e-3, prune_steps=500)),
 }
 
 
@@ -260,6 +260,10 @@ def section(bench: Bench, base_score: float, summary: dict, paired: dict, args, 
         f"{p['tuned']['mean']:+.3f} ± {p['tuned']['std']:.3f} | {p['tuned']['wins']}/{p['n']} |"
         for c, p in paired.items())
     command = "python benchmarks/criteria.py" + ("" if bench.name == "seg" else f" --task {bench.name}")
+    resolution = ""
+    if k == "top1":  # a proportion: say what one figure's sampling error is, so seed-by-seed gaps can be read
+        error = math.sqrt(base_score * (1 - base_score) / args.test_scenes)
+        resolution = f"\nOne top-1 on {args.test_scenes} scenes has a binomial standard error of {error:.3f}."
     return f"""
 ## Importance criteria, {bench.name} (`{command}`)
 
@@ -274,7 +278,7 @@ after {args.tune_steps} more fine-tuning iterations. Mean ± standard deviation 
 {table}
 
 Paired by seed (same batches): the default criterion's {m} minus each other's, mean ± standard deviation of
-the differences, and on how many seeds the default is ahead.
+the differences, and on how many seeds the default is ahead.{resolution}
 
 | pair | after pruning | ahead | after fine-tune | ahead |
 |---|---|---|---|---|
@@ -304,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--criteria", nargs="+", default=list(CRITERIA))
     ap.add_argument("--train-scenes", type=int, help="default: the task's (seg 6000, cls 1000: few, so that the baseline stays well short of 100%% top-1)")
-    ap.add_argument("--test-scenes", type=int, help="default: the task's (seg 500, cls 2000)")
+    ap.add_argument("--test-scenes", type=int, help="default: the task's (seg 500, cls 10000)")
     ap.add_argument("--baseline-steps", type=int, help="default: the task's (seg 2600, cls 1500)")
     ap.add_argument("--baseline-lr", type=float, help="default: the task's (2e-3)")
     ap.add_argument("--prune-steps", type=int, help="iteration budget of pruning; the interval is a tenth of it "
