@@ -405,3 +405,58 @@ def test_noise_that_buries_every_single_group_saving_takes_the_rate_from_whole_m
                             repeats=3, min_noise=0.1, joint=False)
     assert alone.info["points"]["rate_from"] == "baseline / MACs"
     assert alone.info["points"]["rate_s_per_mac"] == pytest.approx(3.0e-3 / macs(model))
+
+
+def test_work_counter_counts_what_non_product_ops_write_and_skips_views() -> None:
+    from cpd.flops import count_work
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 16 * 16, 4)).eval()
+    macs, elements = count_work(model, (X,))
+    assert macs == count_macs(model, (X,))
+    assert elements == 2 * 8 * 16 * 16  # the norm's and the ReLU's outputs; flatten is a view, the products none
+    wide = nn.Sequential(*model[:3], nn.GELU()).eval()
+    assert count_work(wide, (X,))[1] == 3 * 8 * 16 * 16
+
+
+def test_two_rate_prior_recovers_seconds_per_mac_and_per_element() -> None:
+    """A runtime that pays per MAC and per activation element: the two-rate prior fits both rates exactly from
+    noise-free cuts and predicts every single-group point, where a MACs-only prior misses those whose
+    elements and MACs shrink at different rates."""
+    from cpd.flops import count_work
+
+    model = conv_net()
+    graph = comb(model, (X,))
+    a, b = 1e-9, 4e-8
+
+    def measure(m: nn.Module) -> float:
+        macs, elements = count_work(m, (X,))
+        return 1e-3 + a * macs + b * elements
+
+    work = lambda m: count_work(m, (X,))  # noqa: E731
+    macs = lambda m: float(count_macs(m, (X,)))  # noqa: E731
+    two = profile_latency(model, graph, measure, "fake", X.shape, round_to=8, align=False, work=work, repeats=2,
+                          min_noise=1e-9)
+    points = two.info["points"]
+    assert points["rate_s_per_mac"] == pytest.approx(a, rel=1e-6)
+    assert points["rate_s_per_element"] == pytest.approx(b, rel=1e-6)
+    assert points["rate_from"] == "single-group and whole-model cuts"
+    one = profile_latency(model, graph, measure, "fake", X.shape, round_to=8, align=False, macs=macs, repeats=2,
+                          min_noise=1e-9)
+
+    def worst(lm: LatencyModel) -> float:
+        return max(abs(m - p) for g in lm.info["points"]["groups"].values() for m, p in zip(g["measured"], g["prior"]))
+
+    assert worst(two) < 1e-12 < 1e-7 < worst(one)
+
+
+def test_two_rate_fit_drops_a_rate_that_comes_out_negative() -> None:
+    from cpd.prune.latency import fit_two_rates
+
+    m = np.array([1.0, 2.0, 3.0, 4.0])
+    e = np.array([4.0, 1.0, 3.0, 2.0])
+    assert fit_two_rates(m, e, 2 * m + 3 * e) == pytest.approx((2.0, 3.0))
+    rate_m, rate_e = fit_two_rates(m, e, 2 * m - 0.5 * e)  # elements would get a negative rate
+    assert rate_e == 0.0 and rate_m == pytest.approx(float(m @ (2 * m - 0.5 * e) / (m @ m)))
+    assert fit_two_rates(m, e, -m) == (0.0, 0.0)
+    assert fit_two_rates(m, m, 3 * m) == pytest.approx((3.0, 0.0))  # collinear: one rate carries it
