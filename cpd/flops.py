@@ -1,5 +1,4 @@
-"""Parameter, MAC and activation-element counts, measured by running the model through a dispatch mode (the
-products' shapes only, no arithmetic)."""
+"""Parameter and MAC counts, measured by running the model's shapes (no arithmetic) through a dispatch mode."""
 from __future__ import annotations
 
 import math
@@ -9,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_map
 
 from cpd.graph.forward import call_model
 
@@ -59,25 +58,6 @@ class MacCounter(TorchDispatchMode):
             return tree_map(lambda o: torch.zeros(o.shape, dtype=o.dtype, device=dev) if isinstance(o, torch.Tensor)
                             else o, out)
         return func(*args, **kwargs)
-
-
-class WorkCounter(MacCounter):
-    """A :class:`MacCounter` that also counts *activation elements*: the elements written by every op that is
-    not a product (norms, softmax, activations, adds, copies), the work a memory-bound runtime pays for by the
-    element.  An output that shares an input's storage (a view) writes nothing and is not counted."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.elements = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = super().__torch_dispatch__(func, types, args, kwargs)
-        if func.overloadpacket.__name__ not in self.HEAVY:
-            read = {a.untyped_storage().data_ptr() for a in tree_flatten((args, kwargs or {}))[0]
-                    if isinstance(a, torch.Tensor)}
-            self.elements += sum(o.numel() for o in tree_flatten(out)[0]
-                                 if isinstance(o, torch.Tensor) and o.untyped_storage().data_ptr() not in read)
-        return out
 
 
 class ParamMacCounter(MacCounter):
@@ -136,13 +116,6 @@ def count_params(model: nn.Module) -> int:
 def count_macs(model: nn.Module, inputs: Sequence[Any], forward_fn: Callable[..., Any] | None = None) -> int:
     """Multiply-accumulates of one eval forward on ``inputs`` (per batch, as given)."""
     return _run(MacCounter(), model, inputs, forward_fn).macs
-
-
-def count_work(model: nn.Module, inputs: Sequence[Any],
-               forward_fn: Callable[..., Any] | None = None) -> tuple[int, int]:
-    """``(MACs, activation elements)`` of one eval forward on ``inputs`` (see :class:`WorkCounter`)."""
-    counter = _run(WorkCounter(), model, inputs, forward_fn)
-    return counter.macs, counter.elements
 
 
 def _run(counter: MacCounter, model: nn.Module, inputs: Sequence[Any],

@@ -40,7 +40,7 @@ from cpd.export.latency import compare_latency, pick_provider
 from cpd.export.onnx_export import ForwardFn, TupleOutputs, eval_mode, export_onnx, torch_outputs
 from cpd.export.pooling import exportable_pooling
 from cpd.export.runtime import CPU, CUDA
-from cpd.flops import count_macs, count_param_macs, count_work
+from cpd.flops import count_macs, count_param_macs
 
 RUNTIMES = {"onnxruntime-cpu": CPU, "onnxruntime-cuda": CUDA, "torch-eager": None}
 #: how a meter exports what it times: fast, or as the export stage does (the deployed graph).
@@ -120,11 +120,6 @@ class LatencyMeter:
     def macs(self, model: nn.Module) -> float:
         """MACs of ``model``'s inference forward at the deployment input (the latency model's prior)."""
         return float(count_macs(model, (self.inputs,), self.forward_fn))
-
-    def work(self, model: nn.Module) -> tuple[int, int]:
-        """MACs and activation elements of ``model``'s inference forward at the deployment input (the latency
-        model's two-rate prior, :func:`cpd.flops.count_work`)."""
-        return count_work(model, (self.inputs,), self.forward_fn)
 
     def param_macs(self, model: nn.Module) -> tuple[dict[str, int], int]:
         """MACs of ``model``'s inference forward per parameter, and in all (the latency model's overlap)."""

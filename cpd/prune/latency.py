@@ -24,15 +24,6 @@ and additive); a point outside is measured ``retries`` more times and, if the me
 is still outside, keeps that median (the runtime differs from MACs there: a memory-bound layer, an
 attention product).  Every decision is kept in ``info["points"]``.
 
-*Two rates.*  With ``work`` (``work(model) -> (MACs, activation elements)``, :func:`cpd.flops.count_work`) in
-place of ``macs``, the prior is ``rate * MACs saved + rate_e * elements saved``: activation elements are what
-every op that is not a product writes (norms, softmax, activations, adds), the work a memory-bound runtime
-pays by the element, which MACs do not see.  Both rates come from one non-negative least squares over the
-single-group and the whole-model cuts together (the whole-model cuts carry the signal where the single-group
-savings sit in the noise).  On the embedded ViT at 64x64, 24 random cuts timed in one session
-(``benchmarks/latency_work.py``) follow MACs within 1.1% of the baseline and MACs plus elements within 0.8%,
-and the two-rate fit puts half the baseline's time on the elements.
-
 *Interaction.*  Single-group savings do not add up to what cutting every group at once saves: measured at
 512x512 on onnxruntime CPU, whole-model cuts saved 0.57 to 0.96 times the sum on four CNNs.  Most
 of it is structure: a layer between two cut groups loses ``1 - (1 - a)(1 - b)`` of its work, not ``a + b``.
@@ -104,9 +95,7 @@ def cut_copy(model: nn.Module, graph: DependencyGraph, removed: Mapping[int, Seq
 def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, runtime: str,
                     input_shape: Sequence[int], *, round_to: int = 8, min_keep: float = 0.1,
                     fractions: Sequence[float] = FRACTIONS, align: bool = True, tolerance: float = 0.01,
-                    macs: Callable[[nn.Module], float] | None = None,
-                    work: Callable[[nn.Module], tuple[float, float]] | None = None, repeats: int = 3,
-                    min_noise: float = 0.01,
+                    macs: Callable[[nn.Module], float] | None = None, repeats: int = 3, min_noise: float = 0.01,
                     retries: int = 2, joint: bool = True,
                     param_macs: Callable[[nn.Module], tuple[Mapping[str, int], int]] | None = None,
                     floor: bool = True, info: Mapping[str, Any] | None = None,
@@ -124,8 +113,6 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
         align: also measure what ``round_to`` is worth (module docstring); the result goes to ``info``.
         tolerance: for the ``round_to`` suggestion, the excess (share of the baseline) that counts.
         macs: ``macs(cut copy) -> MACs`` at the deployment input; None: every point is its measurement.
-        work: ``work(cut copy) -> (MACs, activation elements)`` (:func:`cpd.flops.count_work`), in place of
-            ``macs``: the prior then has two rates, seconds per MAC and per element (module docstring).
         repeats: with ``macs``, measurements of the baseline that give the noise (>= 2 for a spread).
         min_noise: the least noise assumed, as a share of the baseline.
         retries: with ``macs``, extra measurements of a point outside the noise of its prior.
@@ -148,22 +135,18 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
     if bad or not fractions:
         raise ValueError(f"fractions={list(fractions)}: each must be in (0, 1)")
 
-    counted: dict[tuple, float] = {}  # cut key -> MACs (with ``work``, also its elements in ``elements``)
-    elements: dict[tuple, float] | None = {} if work is not None else None
-    counts = macs is not None or work is not None
+    counted: dict[tuple, float] = {}
 
     def timed(removed: Mapping[int, Sequence[int]]) -> float:
         cut = cut_copy(model, graph, removed)
         seconds = float(measure(cut))
         if not math.isfinite(seconds) or seconds <= 0:
             raise ValueError(f"measure returned {seconds!r} seconds; it must return the positive latency of the model")
-        if work is not None:
-            counted[_key(removed)], elements[_key(removed)] = (float(v) for v in work(cut))
-        elif macs is not None:
+        if macs is not None:
             counted[_key(removed)] = float(macs(cut))
         return seconds
 
-    repeated = [timed({}) for _ in range(max(1, repeats) if counts else 1)]
+    repeated = [timed({}) for _ in range(max(1, repeats) if macs is not None else 1)]
     baseline = float(np.median(repeated))
     curves: dict[int, GroupCurve] = {}
     raw: dict[int, dict[int, float]] = {}
@@ -180,11 +163,9 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
                 at_fraction[f][g.id] = (width, units)
         points = {w: timed({g.id: units}) for w, units in sorted(chosen.items())}
         raw[g.id] = dict(points)
-        if counts:
+        if macs is not None:
             for w, units in chosen.items():
                 counted[(g.id, w)] = counted.pop(((g.id, len(units)),))
-                if elements is not None:
-                    elements[(g.id, w)] = elements.pop(((g.id, len(units)),))
         points[full] = baseline
         curves[g.id] = GroupCurve(tuple(points), tuple(points.values()))
         if log is not None:
@@ -196,14 +177,11 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
         if _key(removed) not in wide_seconds:  # two fractions at the same widths are one cut
             wide_seconds[_key(removed)] = timed(removed)
     details = dict(info or {})
-    if counts:
+    if macs is not None:
         chosen_by = {g.id: {w: u for w, u in widths_reachable(g, round_to, min_keep)} for g in graph.prunable()}
         fallback = [(counted[()] - counted[key], baseline - s) for key, s in wide_seconds.items()]
-        if elements is not None:  # the whole-model cuts are fitted with the single-group ones
-            fallback = [(dm, elements[()] - elements[key], ds) for (dm, ds), key in zip(fallback, wide_seconds)]
         curves, details["points"] = with_prior(curves, raw, counted, baseline, repeated, min_noise,
-                                               lambda g, w: timed({g: chosen_by[g][w]}), retries, fallback,
-                                               elements)
+                                               lambda g, w: timed({g: chosen_by[g][w]}), retries, fallback)
     overlap = None
     if param_macs is not None:
         overlap = overlap_of(CostModel(model, graph.prunable(), *param_macs(model)), graph)
@@ -274,55 +252,40 @@ def fit_interaction(points: Sequence[Mapping[str, float]]) -> float:
 def with_prior(curves: Mapping[int, GroupCurve], raw: Mapping[int, Mapping[int, float]],
                counted: Mapping[Any, float], baseline: float, repeated: Sequence[float], min_noise: float,
                retime: Callable[[int, int], float] | None = None, retries: int = 2,
-               fallback: Sequence[tuple[float, ...]] = (),
-               elements: Mapping[Any, float] | None = None) -> tuple[dict[int, GroupCurve], dict[str, Any]]:
-    """The curves with every point the noise cannot tell from the prior replaced by it (module docstring).
+               fallback: Sequence[tuple[float, float]] = ()) -> tuple[dict[int, GroupCurve], dict[str, Any]]:
+    """The curves with every point the noise cannot tell from the MACs prior replaced by it (module docstring).
 
     Args:
         fallback: ``(MACs saved, seconds saved)`` of the whole-model cuts, for the rate when the single-group
-            points give none above zero; with ``elements``, ``(MACs saved, elements saved, seconds saved)``,
-            fitted together with the single-group points.
-        elements: activation elements per cut, keyed as ``counted``: the prior then has two rates.
+            points give none above zero.
 
     Returns:
-        The new curves, and what was decided: noise, rates (and where they came from), and per group its
+        The new curves, and what was decided: noise, rate (and where it came from), and per group its
         widths, measured, prior and used seconds.
     """
     full_macs = counted[()]
-    keys = [(g, w) for g, pts in raw.items() for w in pts]
-    dm = np.array([full_macs - counted[k] for k in keys], dtype=np.float64)
-    de = np.array([elements[()] - elements[k] for k in keys] if elements is not None else [0.0] * len(keys))
-    ds = np.array([baseline - raw[g][w] for g, w in keys], dtype=np.float64)
-    rate_e = 0.0
-    if elements is not None:
-        rate, rate_e = fit_two_rates(np.concatenate([dm, [f[0] for f in fallback]]),
-                                     np.concatenate([de, [f[1] for f in fallback]]),
-                                     np.concatenate([ds, [f[2] for f in fallback]]))
-        rate_from = "single-group and whole-model cuts"
-        fallback = [(f[0], f[2]) for f in fallback]
-    else:
-        rate, rate_from = fit_through_zero(dm, ds) or 0.0, "single-group cuts"
-    if rate <= 0 and rate_e <= 0 and fallback:
+    pairs = [(full_macs - counted[(g, w)], baseline - s) for g, pts in raw.items() for w, s in pts.items()]
+    dm = np.array([p[0] for p in pairs], dtype=np.float64)
+    ds = np.array([p[1] for p in pairs], dtype=np.float64)
+    rate, rate_from = fit_through_zero(dm, ds) or 0.0, "single-group cuts"
+    if rate <= 0 and fallback:
         rate, rate_from = fit_through_zero([m for m, _ in fallback], [s for _, s in fallback]) or 0.0, \
             "whole-model cuts"
-    if rate <= 0 and rate_e <= 0:
+    if rate <= 0:
         rate, rate_from = baseline / full_macs if full_macs > 0 else 0.0, "baseline / MACs"
-    residuals = ds - rate * dm - rate_e * de
+    residuals = ds - rate * dm
     mad = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals)))) if len(residuals) else 0.0
     sigma = max(float(np.std(repeated)), mad, min_noise * baseline)
     out: dict[int, GroupCurve] = {}
     report: dict[str, Any] = {"noise_s": sigma, "rate_s_per_mac": rate, "rate_from": rate_from,
                               "baseline_repeats": list(repeated), "groups": {}}
-    if elements is not None:
-        report["rate_s_per_element"] = rate_e
     for g, curve in curves.items():
         used, entry = [], {"widths": list(curve.widths), "measured": [], "prior": [], "used": []}
         for w, s in zip(curve.widths, curve.seconds):
             if w not in raw[g]:  # the full width: the baseline
                 used.append(s)
                 continue
-            prior = baseline - rate * (full_macs - counted[(g, w)]) - (
-                rate_e * (elements[()] - elements[(g, w)]) if elements is not None else 0.0)
+            prior = baseline - rate * (full_macs - counted[(g, w)])
             if abs(s - prior) > 3 * sigma and retime is not None and retries > 0:
                 s = float(np.median([s] + [retime(g, w) for _ in range(retries)]))  # a spike, or real?
             pick = prior if abs(s - prior) <= 3 * sigma else s
@@ -367,25 +330,3 @@ def measure_alignment(graph: DependencyGraph, lm: LatencyModel,
     return {"group": g.id, "widths": widths, "seconds": [seconds[w] for w in widths],
             "excess": {str(a): e for a, e in sorted(excess.items())}, "suggested": suggested,
             "tolerance": tolerance}
-
-
-def fit_two_rates(macs: np.ndarray, elements: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
-    """``(seconds per MAC, seconds per element)``: the least squares of ``seconds ~ a * macs + b * elements``
-    (through zero) with ``a, b >= 0``; a rate the unconstrained fit makes negative is dropped and the other
-    refitted alone.  ``(0, 0)`` when neither rate comes out above zero."""
-    x = np.column_stack([macs, elements]).astype(np.float64)
-    y = np.asarray(seconds, dtype=np.float64)
-    if len(y) >= 2 and np.linalg.matrix_rank(x) == 2:
-        (a, b), *_ = np.linalg.lstsq(x, y, rcond=None)
-        if a >= 0 and b >= 0:
-            return float(a), float(b)
-    alone = [(fit_through_zero(x[:, i], y) or 0.0, i) for i in (0, 1)]
-    best = None
-    for rate, i in alone:
-        if rate > 0:
-            sse = float(np.sum((y - rate * x[:, i]) ** 2))
-            if best is None or sse < best[0]:
-                best = (sse, rate, i)
-    if best is None:
-        return 0.0, 0.0
-    return (best[1], 0.0) if best[2] == 0 else (0.0, best[1])
