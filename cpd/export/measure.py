@@ -19,8 +19,9 @@ export goes through :func:`cpd.export.export_onnx`.  ``dynamo`` exports through
 :func:`cpd.export.export_onnx`, as the export stage does: the graph that is deployed.  The two graphs
 differ, and so do their speed-ups: on the embedded ViT (random weights, onnxruntime CPU, one thread, 3000
 runs each in one session, ``benchmarks/exporter_graphs.py``) three cuts ran 1.52x, 2.31x and 1.60x in the
-TorchScript graph and 1.48x, 2.22x and 1.56x in the dynamo one.  The ranking of the profile needs only relative savings; a re-measurement that
-decides whether a speed target is reached (the pruner's) times the deployed graph.
+TorchScript graph and 1.48x, 2.22x and 1.56x in the dynamo one.  The ranking of the profile needs only
+relative savings; a re-measurement that decides whether a speed target is reached (the pruner's) times the
+deployed graph.
 """
 from __future__ import annotations
 
