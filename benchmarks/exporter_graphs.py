@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 import tempfile
 import time
 from pathlib import Path
@@ -24,26 +25,29 @@ sys.path.insert(0, str(ROOT))
 CONFIG = "configs/embedded/vit_digits.py"
 
 
-def cuts(graph, seed: int = 0) -> dict[str, dict[int, list[int]]]:
-    """Name -> ``{group id: removed units}`` of every prunable group cut to a share of its units."""
+def cut_every_group(graph, share: Callable[[], float]) -> dict[int, list[int]]:
+    """``{group id: removed units}``: every prunable group cut to the width nearest ``share()`` of its full
+    width (drawn once per group that can be cut, in group order), as ``profile_latency`` picks widths."""
     from cpd.importance.cost import channels_per_unit
     from cpd.prune.latency import width_at, widths_reachable
 
+    removed = {}
+    for g in graph.prunable():
+        reachable = widths_reachable(g, 8, 0.1)
+        if reachable:
+            # widths are channels (a head counts its head dimension), as profile_latency picks them
+            _, units = width_at(reachable, int(channels_per_unit(g).sum()), share())
+            if units:
+                removed[g.id] = units
+    return removed
+
+
+def cuts(graph, seed: int = 0) -> dict[str, dict[int, list[int]]]:
+    """Name -> ``{group id: removed units}`` of every prunable group cut to a share of its units."""
     rng = np.random.default_rng(seed)
     shares = {"all groups at 0.7": lambda: 0.7, "all groups at 0.5": lambda: 0.5,
               "random shares": lambda: float(rng.uniform(0.2, 1.0))}
-    out = {}
-    for name, share in shares.items():
-        removed = {}
-        for g in graph.prunable():
-            reachable = widths_reachable(g, 8, 0.1)
-            if reachable:
-                # widths are channels (a head counts its head dimension), as profile_latency picks them
-                _, units = width_at(reachable, int(channels_per_unit(g).sum()), share())
-                if units:
-                    removed[g.id] = units
-        out[name] = removed
-    return out
+    return {name: cut_every_group(graph, share) for name, share in shares.items()}
 
 
 def measure(runs: int, rounds: int) -> dict:

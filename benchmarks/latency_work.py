@@ -33,7 +33,9 @@ from torch.utils._pytree import tree_flatten
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.exporter_graphs import cut_every_group  # noqa: E402
 from benchmarks.report import machine, update_section, write_results  # noqa: E402
+from cpd.flops import MacCounter  # noqa: E402
 
 EMBEDDED = "configs/embedded/vit_digits.py"
 PREDICTORS = {"MACs": ("macs",), "params": ("params",), "activation elements": ("elements",),
@@ -50,8 +52,6 @@ class ElementCounter(TorchDispatchMode):
         self.elements = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        from cpd.flops import MacCounter
-
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if func.overloadpacket.__name__ in MacCounter.HEAVY:
@@ -72,22 +72,9 @@ def count_elements(model, x: torch.Tensor, forward) -> int:
 
 def random_cuts(graph, n: int, seed: int) -> dict[str, dict[int, list[int]]]:
     """``n`` cuts ``{group id: removed units}`` (module docstring), named ``cut 0`` ..."""
-    from cpd.importance.cost import channels_per_unit
-    from cpd.prune.latency import width_at, widths_reachable
-
     rng = np.random.default_rng(seed)
     draws = (lambda: rng.uniform(0.1, 1.0), lambda: float(rng.choice([0.0, 1.0])), lambda: rng.uniform(0.4, 1.0))
-    out = {}
-    for i in range(n):
-        removed = {}
-        for g in graph.prunable():
-            reachable = widths_reachable(g, 8, 0.1)
-            if reachable:
-                _, units = width_at(reachable, int(channels_per_unit(g).sum()), draws[i % 3]())
-                if units:
-                    removed[g.id] = units
-        out[f"cut {i}"] = removed
-    return out
+    return {f"cut {i}": cut_every_group(graph, draws[i % 3]) for i in range(n)}
 
 
 def loo_fit(rows: list[dict], columns: tuple[str, ...]) -> dict:
