@@ -10,7 +10,12 @@ batch.  From it (see docs/pruning.md):
   slower; what the noise says otherwise is pooled away);
 - the predicted latency of a model whose groups keep widths ``w_g``:
   ``T(w) = baseline - k * o(w) * sum_g (t_g(W_g) - t_g(w_g))`` (``T(W) = baseline``);
-- the cost of a unit of ``c`` channels in a group now ``w`` wide: ``k * m_u * (t_g(w) - t_g(w - c))``.
+- the cost of a unit of ``c`` channels in a group now ``w`` wide: ``k * m_u * (t_g(w) - t_g(w - c))``;
+- with a *MACs line* ``b`` (fitted on whole-model cuts), the predicted latency is instead
+  ``T = baseline * (1 - b * s)``, ``s`` the share of the *counted* MACs the cut saves: every MAC the
+  deployed graph runs at the deployment input (:func:`cpd.flops.count_macs` on the cut model), attention
+  products included.  The curves still give the unit costs (which units go first); the line says how far
+  the whole cut has got.
 
 ``o(w)``, the *overlap*, is what the sum of single-group savings counts twice when several groups are cut
 at once: a convolution between two cut groups loses ``1 - (1 - a)(1 - b)`` of its work, not ``a + b``.  It
@@ -19,14 +24,24 @@ model's structure by the caller (:meth:`cpd.importance.CostModel.overlap`; ``m_u
 one more unit).  ``k``, the *interaction*, is what is left: measured savings of whole-model cuts over
 ``o * additive`` (cuts that together free the caches, or work MACs do not count), fitted when the model is
 built.  A model whose ``overlap`` is ``"none"`` (built without MACs) was fitted with ``o = 1`` and
-predicts with it.  The pruner still re-measures the whole cut model at each threshold and corrects what is
+predicts with it.
+
+Why the line predicts the total: a group's saving measured alone is a small difference of two noisy
+timings, and twenty of them summed carry twenty errors, while a whole-model cut saves far more than the
+noise.  And what shrinks the time is work the graph runs, not only the parameters' MACs: the whole-model
+cuts shrink the attention heads, and with them ``q @ k``, ``attn @ v`` and the softmax, which multiply no
+parameter.  On the stored 512x512 benchmark the summed curves missed DeiT-S/UperNet at 2x by +29%
+(Swin-T/UperNet by -15%); the line fitted on the same profiles' whole-model cuts missed them by +5% and
++6% (docs/benchmarks.md).  The pruner still re-measures the whole cut model at each threshold and corrects what is
 left.  Widths are in channels (:func:`cpd.importance.cost.channels_per_unit`; a head counts its head
 dimension).
 
-File format (``format: "cpd-latency"``, ``version: 3``), written beside the dependency JSON::
+File format (``format: "cpd-latency"``, ``version: 4``; version 3, without ``macs_line``, is read as a
+model without a line), written beside the dependency JSON::
 
-    {"format": "cpd-latency", "version": 3, "fingerprint": "<16 hex>", "runtime": "onnxruntime-cpu",
+    {"format": "cpd-latency", "version": 4, "fingerprint": "<16 hex>", "runtime": "onnxruntime-cpu",
      "input_shape": [1, 3, 512, 512], "baseline_s": 0.0123, "interaction": 1.1, "overlap": "macs",
+     "macs_line": 0.96,   # or null
      "groups": {"3": {"widths": [8, 16, 32], "seconds": [0.010, 0.011, 0.0123]}},
      "info": {...}}   # how it was measured (threads, runs, versions), the joint cuts, round_to measurements
 """
@@ -42,7 +57,9 @@ import numpy as np
 from cpd.files import DocKind, write_json_atomic
 from cpd.safe_load import read_document
 
-LATENCY = DocKind("cpd-latency", 3, "latency model")
+LATENCY = DocKind("cpd-latency", 4, "latency model")
+#: the versions read (3: written before the MACs line; read as a model without one)
+READABLE = (3, 4)
 #: what a latency model's interaction was fitted over: the MACs overlap, or none (``o = 1``)
 OVERLAPS = ("macs", "none")
 
@@ -113,6 +130,8 @@ class LatencyModel:
         info: how it was measured (free-form, JSON-ready).
         interaction: ``k`` of the module docstring, the measured saving of joint cuts over ``o * additive``.
         overlap: ``"macs"`` (predictions take the caller's MACs overlap ``o``) or ``"none"`` (``o = 1``).
+        macs_line: ``b`` of the module docstring, the share of the baseline a cut saves per share of the
+            counted MACs it saves; None: predictions come from the curves.
     """
 
     fingerprint: str
@@ -123,6 +142,7 @@ class LatencyModel:
     info: Mapping[str, Any] = field(default_factory=dict)
     interaction: float = 1.0
     overlap: str = "none"
+    macs_line: float | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.baseline, (int, float)) and np.isfinite(self.baseline) and self.baseline > 0):
@@ -130,6 +150,9 @@ class LatencyModel:
         if not (isinstance(self.interaction, (int, float)) and np.isfinite(self.interaction)
                 and self.interaction > 0):
             raise ValueError(f"interaction={self.interaction!r}: must be a positive factor (1: additive savings)")
+        if self.macs_line is not None and not (isinstance(self.macs_line, (int, float))
+                                               and np.isfinite(self.macs_line) and self.macs_line > 0):
+            raise ValueError(f"macs_line={self.macs_line!r}: must be a positive share (about 1), or None")
         if self.overlap not in OVERLAPS:
             raise ValueError(f"overlap={self.overlap!r}: must be one of {list(OVERLAPS)}")
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
@@ -148,6 +171,17 @@ class LatencyModel:
         """
         o = float(overlap) if self.overlap == "macs" else 1.0
         return self.baseline - self.interaction * o * self.additive_saving(widths)
+
+    def predict_from_macs(self, macs_share_saved: float) -> float:
+        """``T = baseline * (1 - b * s)``: the latency of a cut saving the share ``s`` of the counted MACs.
+
+        Raises:
+            ValueError: the model has no MACs line (``macs_line`` is None).
+        """
+        if self.macs_line is None:
+            raise ValueError("this latency model has no MACs line: build it with whole-model cuts and MACs "
+                             "(profile_latency with joint=True and macs=)")
+        return self.baseline * (1.0 - self.macs_line * float(macs_share_saved))
 
     def unit_costs(self, gid: int, width: float, channels: np.ndarray,
                    overlap: np.ndarray | float = 1.0) -> np.ndarray:
@@ -202,6 +236,7 @@ class LatencyModel:
         return {**LATENCY.header(), "fingerprint": self.fingerprint, "runtime": self.runtime,
                 "input_shape": list(self.input_shape), "baseline_s": float(self.baseline),
                 "interaction": float(self.interaction), "overlap": self.overlap,
+                "macs_line": None if self.macs_line is None else float(self.macs_line),
                 "groups": {str(g): {"widths": [int(w) for w in c.widths], "seconds": [float(s) for s in c.seconds]}
                            for g, c in sorted(self.groups.items())},
                 "info": dict(self.info)}
@@ -213,6 +248,8 @@ class LatencyModel:
         Raises:
             ValueError: not a latency model, another version, or a malformed field (named).
         """
+        if isinstance(doc, Mapping) and doc.get("format") == LATENCY.format and doc.get("version") in READABLE:
+            doc = {**doc, "version": LATENCY.version}
         LATENCY.check(doc, where)
         prefix = f"{where}: " if where else ""
         try:
@@ -220,7 +257,7 @@ class LatencyModel:
                       for g, c in doc["groups"].items()}
             return cls(str(doc["fingerprint"]), str(doc["runtime"]), tuple(doc["input_shape"]),
                        float(doc["baseline_s"]), groups, dict(doc.get("info", {})), float(doc["interaction"]),
-                       str(doc["overlap"]))
+                       str(doc["overlap"]), None if doc.get("macs_line") is None else float(doc["macs_line"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{prefix}malformed latency model ({type(e).__name__}: {e}); expected the keys "
                              "fingerprint, runtime, input_shape, baseline_s, interaction, overlap, groups") from None

@@ -206,7 +206,7 @@ class PruningHook(Hook):
         lm, measure = (None, None) if self.latency is None else hook_latency(model, self.task.infer_forward,
                                                                               self.graph, self.latency)
         self.pruner = Pruner(model, (inputs,), self.config, forward_fn=self.task.train_forward, graph=self.graph,
-                             latency=lm, measure=measure)
+                             latency=lm, measure=measure, latency_forward=self.task.infer_forward)
         # one decision on every rank: the saliency is averaged over the ranks before each step ranks it
         self.pruner.register_prune_pre_hook(average_saliency_)
         print_log(f"PruningHook: {len(self.pruner.groups)} prunable groups; pruning to "

@@ -33,7 +33,9 @@ the MACs (:meth:`cpd.importance.CostModel.overlap`); the latency model says so (
 ``joint``, the model is also measured with *every* group cut at once to each of the ``fractions``; the
 interaction ``k`` is the least-squares factor (through zero) of those measured savings over ``o`` times
 their additive predictions, bounded to [0.25, 4], and every prediction and unit cost of the latency model
-is scaled by it.  The points are kept in ``info["joint"]``.
+is scaled by it.  The points are kept in ``info["joint"]``.  With ``macs`` too, each point also keeps the
+share of the counted MACs its cut saves, and the model gets its *MACs line* ``b`` (:func:`fit_macs_line`;
+:mod:`cpd.importance.latency`), the slope through the baseline of those savings over those shares.
 
 ``round_to``: on the group whose curve is steepest, widths ``W``, ``W - 1``, ``W - 8``, ``W - 16`` and
 ``W - 32`` (``W`` a multiple of 32) are measured.  Those between ``W`` and ``W - 32`` should lie on the line
@@ -188,7 +190,8 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
     lm = LatencyModel(graph.fingerprint, runtime, tuple(input_shape), baseline, curves, details,
                       overlap="macs" if overlap is not None else "none")
     if joint:
-        lm = with_interaction(lm, at_fraction, lambda removed: wide_seconds[_key(removed)], log, overlap)
+        share = None if macs is None else lambda removed: 1.0 - counted[_key(removed)] / counted[()]
+        lm = with_interaction(lm, at_fraction, lambda removed: wide_seconds[_key(removed)], log, overlap, share)
     if align:
         lm = replace(lm, info={**lm.info, "round_to": measure_alignment(graph, lm, timed, tolerance)})
     return lm
@@ -216,14 +219,18 @@ def overlap_of(costs: CostModel, graph: DependencyGraph) -> Callable[[Removed], 
 
 def with_interaction(lm: LatencyModel, at_fraction: Mapping[float, Mapping[int, tuple[int, list[int]]]],
                      timed: Callable[[Removed], float], log: Callable[[str], None] | None = None,
-                     overlap: Callable[[Removed], float] | None = None) -> LatencyModel:
-    """``lm`` with its interaction fitted on whole-model cuts (module docstring).
+                     overlap: Callable[[Removed], float] | None = None,
+                     macs_share: Callable[[Removed], float] | None = None) -> LatencyModel:
+    """``lm`` with its interaction fitted on whole-model cuts (module docstring), and with ``macs_share`` its
+    MACs line.
 
     Args:
-        lm: the additive latency model (its ``interaction`` is ignored).
+        lm: the additive latency model (its ``interaction`` and ``macs_line`` are ignored).
         at_fraction: per fraction, ``{group: (width, units removed)}`` for every group.
         timed: ``timed({group: units}) -> seconds`` of the cut copy.
         overlap: ``overlap({group: units}) -> o`` for a model whose ``overlap`` is ``"macs"``; None: 1.
+        macs_share: ``macs_share({group: units}) -> s``, the share of the counted MACs that cut saves; None:
+            no line (the model predicts from its curves).
     """
     points = []
     for f, chosen in sorted(at_fraction.items()):
@@ -234,11 +241,32 @@ def with_interaction(lm: LatencyModel, at_fraction: Mapping[float, Mapping[int, 
         o = float(overlap(removed)) if overlap is not None else 1.0
         measured = lm.baseline - timed(removed)
         points.append({"fraction": f, "additive_saving_s": additive, "overlap": o, "measured_saving_s": measured})
+        if macs_share is not None:
+            points[-1]["macs_share_saved"] = float(macs_share(removed))
         if log is not None:
             where = "its floor" if f == FLOOR else f"{f:.2f} of its width"
             log(f"every group at {where}: {measured * 1e3:.3f} ms saved, {additive * 1e3:.3f} ms "
                 f"the sum of the single-group savings, MACs overlap {o:.3f}")
-    return replace(lm, interaction=fit_interaction(points), info={**lm.info, "joint": points})
+    k = fit_interaction(points)
+    info = {**lm.info, "joint": points}
+    line = fit_macs_line(points, lm.baseline) if macs_share is not None else None
+    if line is not None:
+        curves = sum(k * p["overlap"] * p["additive_saving_s"] for p in points)
+        # what the line says the joint cuts save over what the curves say: the pruner's first scale of the
+        # curves' unit costs to the line, before its own cut gives it one
+        info["line_over_curves"] = (sum(line * p["macs_share_saved"] for p in points) * lm.baseline / curves
+                                    if curves > 0 else 1.0)
+    return replace(lm, interaction=k, macs_line=line, info=info)
+
+
+def fit_macs_line(points: Sequence[Mapping[str, float]], baseline: float) -> float | None:
+    """``b``: the least-squares slope through the baseline of the joint cuts' measured savings (shares of
+    ``baseline``) over the shares of the counted MACs they save (``macs_share_saved``); None without a
+    point that saves MACs or with a slope that is not positive."""
+    pairs = [(p["macs_share_saved"], p["measured_saving_s"] / baseline) for p in points
+             if p.get("macs_share_saved") is not None]
+    b = fit_through_zero([s for s, _ in pairs], [m for _, m in pairs]) if pairs else None
+    return float(b) if b is not None and b > 0 else None
 
 
 def fit_interaction(points: Sequence[Mapping[str, float]]) -> float:

@@ -33,6 +33,14 @@ the two decides whether it did: accepting a crossing on its first timing while r
 would stop on the first timing that happens to read fast (optional stopping), and the model saved at the
 threshold would be slower than the run reports.  Every measurement is recorded (``pruner.checks``, the plan's
 summary) with the prediction beside it.
+
+A latency model with a *MACs line* (``macs_line``, fitted on whole-model cuts) predicts with it: the
+sparsity of a cut is ``b * s``, ``s`` the share of the deployed graph's counted MACs it saves
+(:class:`cpd.prune.macs_line.MacsLine`, the cut copy counted through ``latency_forward`` at the latency
+model's input shape).  The curves still price the units (which go first); their prices are scaled to the
+line by what the line says the cut so far saves over what the curves say (before any cut, by the
+profile's joint cuts: ``info["line_over_curves"]``).  A sum of per-group curves carries every group's
+timing noise; the line is fitted on cuts that save far more than the noise (docs/pruning.md).
 """
 from __future__ import annotations
 
@@ -54,6 +62,7 @@ from cpd.importance import IMPORTANCES, CostModel, ImportanceContext, SaliencyAc
 from cpd.importance.latency import LatencyModel, fit_through_zero
 from cpd.prune.config import PruneConfig
 from cpd.prune.live_norm import attach_live_norms, strip_live_norms_
+from cpd.prune.macs_line import MacsLine, removed_of
 from cpd.prune.masks import MaskSet
 from cpd.prune.plan import make_plan
 from cpd.prune.schedule import group_removals, limits_of, select
@@ -90,6 +99,8 @@ class Pruner:
         latency: the measured latency model, needed for ``metric="latency"`` (same fingerprint and groups).
         measure: ``measure(cut copy of the model) -> seconds`` on the latency model's runtime and input
             shape; None: the latency sparsity is the latency model's prediction only.
+        latency_forward: what the deployed graph runs (the task's inference forward, no auxiliary heads),
+            for the MACs a latency model's MACs line counts; None: ``forward_fn``.
 
     Raises:
         ValueError: a bad config, a graph made for another architecture, or ``metric="latency"`` without a
@@ -99,7 +110,8 @@ class Pruner:
     def __init__(self, model: nn.Module, inputs: Sequence[Any] | torch.Tensor, config: PruneConfig | None = None,
                  *, forward_fn: Callable[..., Any] | None = None, graph: DependencyGraph | None = None,
                  macs_inputs: Sequence[Any] | None = None, latency: LatencyModel | None = None,
-                 measure: Callable[[nn.Module], float] | None = None) -> None:
+                 measure: Callable[[nn.Module], float] | None = None,
+                 latency_forward: Callable[..., Any] | None = None) -> None:
         config = PruneConfig() if config is None else config
         if not isinstance(config, PruneConfig):
             raise ValueError(f"config must be a PruneConfig, got {type(config).__name__}")
@@ -149,6 +161,9 @@ class Pruner:
         self._norm_hooks = attach_live_norms(model, self.masks)
         #: cut copies of the masked model: the guard of each step, and the exact MACs of ``metric="flops"``.
         self.twin = CutTwin(model, graph, inputs, forward_fn, lambda twin: strip_live_norms_(twin, self._norm_hooks))
+        #: the latency model's MACs line, when it has one: the latency sparsity it predicts for a cut
+        self.line = (MacsLine(self.twin, self.latency, latency_forward or forward_fn)
+                     if self.latency is not None and self.latency.macs_line is not None else None)
 
     # -- the training loop --------------------------------------------------------------------------
     @property
@@ -294,9 +309,27 @@ class Pruner:
             self.masks.set_({g: np.isin(np.arange(self.masks.dead[g].size), start.get(g, [])) for g in bad})
 
     def _predicted(self, dead: Mapping[int, np.ndarray] | None = None) -> float:
-        """The sparsity the cost model predicts (uncorrected)."""
+        """The sparsity the cost model predicts (uncorrected): by the MACs line where the latency model has
+        one, else by the costs."""
         dead = self.masks.dead if dead is None else dead
+        if self.line is not None:
+            return self.line(removed_of(dead))
+        return self._by_costs(dead)
+
+    def _by_costs(self, dead: Mapping[int, np.ndarray]) -> float:
         return 1.0 - self.costs.total(dead, self.config.metric) / self.original
+
+    def _line_scale(self, dead: Mapping[int, np.ndarray]) -> float:
+        """What the unit costs are scaled by to be savings in the line's terms: the line's predicted saving
+        of the cut so far over the costs' (the profile's joint cuts before any cut); 1 without a line."""
+        if self.line is None:
+            return 1.0
+        by_costs = self._by_costs(dead)
+        if by_costs > 1e-3:
+            ratio = self._predicted(dead) / by_costs
+        else:
+            ratio = float(self.latency.info.get("line_over_curves", 1.0))
+        return float(np.clip(ratio, 0.25, 4.0))
 
     @property
     def correction(self) -> float:
@@ -319,7 +352,8 @@ class Pruner:
         for _ in range(MAX_ROUNDS):
             dead = self.masks.dead
             now = self.correction * self._predicted(dead)
-            need = (goal - now) * scale
+            line = self._line_scale(dead)  # the costs are the curves'; the sparsity may be the MACs line's
+            need = (goal - now) * scale / line
             if need <= EPS * self.original:
                 return
             options = {}
@@ -334,7 +368,7 @@ class Pruner:
                     # free, and every criterion not divided by the cost would take all of them first)
                     score = np.where(costs > 0, score, np.inf)
                 options[g.id] = group_removals(g.id, dead[g.id], score, weights, costs, self.limits[g.id])
-            limit = None if threshold is None else (threshold + LANDING - now) * scale
+            limit = None if threshold is None else (threshold + LANDING - now) * scale / line
             picked = select(options, need, limit)
             if not picked:
                 self.exhausted = True
@@ -378,6 +412,7 @@ class Pruner:
         if self.latency is not None:
             summary["latency"] = {"runtime": self.latency.runtime, "input_shape": list(self.latency.input_shape),
                                   "baseline_s": self.latency.baseline, "predicted": self._predicted(),
+                                  "macs_line": self.latency.macs_line,
                                   "correction": self.correction, "checks": [dict(c) for c in self.checks]}
         return make_plan(self.graph, self.masks.removed(), summary)
 

@@ -1,0 +1,170 @@
+"""A latency model's MACs line: fitted through the baseline on the whole-model cuts, read and written with the
+file, and used by the pruner for the latency sparsity of a cut (counted through the deployment forward).
+
+Nothing is timed: ``measure`` is a deterministic function of the cut model's MACs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cpd.combing import comb
+from cpd.flops import count_macs
+from cpd.importance.latency import LatencyModel
+from cpd.prune import PruneConfig, Pruner
+from cpd.prune.latency import fit_macs_line, profile_latency, widths_reachable
+from cpd.prune.macs_line import removed_of
+from cpd.prune.pruner import MEASURED_SLACK
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+X = torch.randn(1, 3, 16, 16)
+OVERHEAD = 1e-3
+
+
+class TwoHeads(nn.Module):
+    """A body, the head inference runs, and an auxiliary head only the training forward runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                                  nn.Conv2d(32, 48, 3, padding=1), nn.BatchNorm2d(48), nn.ReLU())
+        self.head = nn.Sequential(nn.Conv2d(48, 16, 1), nn.ReLU(), nn.Conv2d(16, 10, 1))
+        self.aux = nn.Conv2d(48, 10, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def train_forward(model: TwoHeads, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    features = model.body(x)
+    return model.head(features), model.aux(features)
+
+
+def infer_forward(model: TwoHeads, x: torch.Tensor) -> torch.Tensor:
+    return model(x)
+
+
+def seconds(model: nn.Module) -> float:
+    """A 'latency' linear in the MACs inference runs: the line fits it exactly."""
+    return OVERHEAD + 1e-9 * count_macs(model, (X,), infer_forward)
+
+
+def profiled(measure=seconds) -> tuple[TwoHeads, object, LatencyModel]:
+    model = TwoHeads().eval()
+    graph = comb(model, (X,), forward_fn=train_forward)
+    lm = profile_latency(model, graph, measure, "fake", X.shape, round_to=2, align=False,
+                         macs=lambda m: float(count_macs(m, (X,), infer_forward)))
+    return model, graph, lm
+
+
+def random_cut(graph, seed: int) -> dict[int, list[int]]:
+    rng = np.random.default_rng(seed)
+    removed = {}
+    for g in graph.prunable():
+        options = widths_reachable(g, 2, 0.1)
+        pick = int(rng.integers(-1, len(options)))
+        if pick >= 0 and options[pick][1]:
+            removed[g.id] = options[pick][1]
+    return removed
+
+
+def test_the_line_is_fitted_through_the_baseline_on_the_whole_model_cuts() -> None:
+    model, graph, lm = profiled()
+    full = count_macs(model, (X,), infer_forward)
+    # seconds = overhead + rate * MACs: a cut saving the share s of the MACs saves rate * s * full seconds
+    assert lm.macs_line == pytest.approx(1e-9 * full / lm.baseline, rel=1e-9)
+    joint = lm.info["joint"]
+    assert len(joint) >= 2 and all(0 < p["macs_share_saved"] < 1 for p in joint)
+    assert lm.info["line_over_curves"] > 0
+    for seed in range(4):  # uneven cuts the profile never measured: the line predicts them exactly
+        removed = random_cut(graph, seed)
+        pruner = Pruner(TwoHeads(), (X,), PruneConfig(metric="params"), forward_fn=train_forward, graph=graph)
+        pruner.masks.kill_(removed)
+        cut = pruner.export()[0].eval()
+        share = 1.0 - count_macs(cut, (X,), infer_forward) / full
+        assert lm.predict_from_macs(share) == pytest.approx(seconds(cut), rel=1e-9)
+    # the auxiliary head is not in the line: it counted what inference runs
+    assert lm.baseline == pytest.approx(seconds(model))
+
+
+def test_the_line_needs_points_that_save_macs_and_a_positive_slope() -> None:
+    assert fit_macs_line([], 1.0) is None
+    assert fit_macs_line([{"macs_share_saved": 0.0, "measured_saving_s": 0.1}], 1.0) is None
+    assert fit_macs_line([{"macs_share_saved": 0.5, "measured_saving_s": -0.1}], 1.0) is None
+    points = [{"macs_share_saved": 0.2, "measured_saving_s": 0.2}, {"macs_share_saved": 0.4, "measured_saving_s": 0.4}]
+    assert fit_macs_line(points, 2.0) == pytest.approx(0.5)
+    # without ``macs``, no line: the curves predict
+    model = TwoHeads().eval()
+    graph = comb(model, (X,), forward_fn=train_forward)
+    plain = profile_latency(model, graph, seconds, "fake", X.shape, round_to=2, align=False)
+    assert plain.macs_line is None and "line_over_curves" not in plain.info
+    with pytest.raises(ValueError, match="no MACs line"):
+        plain.predict_from_macs(0.3)
+
+
+def test_file_keeps_the_line_and_reads_the_version_before_it() -> None:
+    _, _, lm = profiled()
+    back = LatencyModel.from_dict(lm.to_dict())
+    assert back.macs_line == lm.macs_line and back.to_dict() == lm.to_dict()
+    old = {**lm.to_dict(), "version": 3}
+    del old["macs_line"]
+    assert LatencyModel.from_dict(old).macs_line is None
+    for bad in (-0.5, 0.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="macs_line"):
+            LatencyModel.from_dict({**lm.to_dict(), "macs_line": bad})
+    with pytest.raises(ValueError, match="version 2"):
+        LatencyModel.from_dict({**lm.to_dict(), "version": 2})
+
+
+def run(pruner: Pruner) -> Pruner:
+    for _ in range(200):
+        if pruner.done:
+            break
+        pruner.accumulate()
+        pruner.step()
+    return pruner
+
+
+def test_pruner_predicts_by_the_line_through_the_inference_forward() -> None:
+    model, graph, lm = profiled()
+    cfg = PruneConfig(criterion="magnitude", metric="latency", interval=1, thresholds=(0.2, 0.4), step_fraction=0.1,
+                      round_to=2)
+    pruner = run(Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph, latency=lm, measure=seconds,
+                        latency_forward=infer_forward))
+    assert pruner.done and not pruner.exhausted and pruner.reached == [0.2, 0.4]
+    assert pruner.line is not None and pruner.line.full == count_macs(model, (X,), infer_forward)
+    truth = 1.0 - seconds(pruner.export()[0].eval()) / lm.baseline
+    assert 0.4 - MEASURED_SLACK <= truth <= 0.4 + 0.05
+    # the latency is linear in the MACs inference runs: every prediction of the line is the measurement
+    assert pruner.checks and all(c["predicted"] == pytest.approx(c["measured"], abs=1e-9) for c in pruner.checks)
+    assert pruner.correction == pytest.approx(1.0)
+    assert pruner.plan()["summary"]["latency"]["macs_line"] == lm.macs_line
+    # the same cut counted through the training forward (auxiliary head included) is another share
+    train_share = 1.0 - (count_macs(pruner.export()[0].eval(), (X,), train_forward)
+                         / count_macs(model, (X,), train_forward))
+    assert pruner._predicted() == pytest.approx(lm.macs_line * (1.0 - pruner.line.count(pruner.masks.removed())
+                                                                / pruner.line.full))
+    assert abs(pruner._predicted() - lm.macs_line * train_share) > 1e-4
+
+
+def test_without_a_line_the_pruner_predicts_by_the_curves() -> None:
+    from dataclasses import replace
+
+    _, graph, lm = profiled()
+    cfg = PruneConfig(criterion="magnitude", metric="latency", interval=1, thresholds=(0.3,), round_to=2)
+    curves = run(Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph,
+                        latency=replace(lm, macs_line=None)))
+    assert curves.line is None and curves.done
+    assert curves.sparsity == pytest.approx(curves._by_costs(curves.masks.dead))
+    lined = run(Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph, latency=lm,
+                       latency_forward=infer_forward))
+    assert lined.done and lined.sparsity >= 0.3 - 1e-9
+    assert lined.sparsity == pytest.approx(lined.line(removed_of(lined.masks.dead)))
+    truth = 1.0 - seconds(lined.export()[0].eval()) / lm.baseline
+    assert truth == pytest.approx(lined.sparsity, abs=1e-9)
