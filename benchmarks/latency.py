@@ -48,13 +48,15 @@ LADDER = {"params": (0.2, 0.35, 0.5, 0.65, 0.8), "flops": (0.2, 0.35, 0.5, 0.65,
 SIZE = (512, 512)
 
 
-def prune_run(model, graph, inputs, forward, metric, thresholds, lm=None, meter=None, log=print):
-    """Prune a copy of ``model`` to each threshold with ``magnitude``; the cut model and facts at each."""
+def prune_run(model, graph, inputs, forward, metric, thresholds, lm=None, meter=None, log=print, infer=None):
+    """Prune a copy of ``model`` to each threshold with ``magnitude``; the cut model and facts at each
+    (``infer``: what inference runs, for the MACs line of the latency model)."""
     from cpd.prune import PruneConfig, Pruner
 
     cfg = PruneConfig(criterion="magnitude", metric=metric, thresholds=tuple(thresholds), interval=1,
                       step_fraction=0.1, round_to=8, min_keep=0.1)
-    pruner = Pruner(copy.deepcopy(model), inputs, cfg, forward_fn=forward, graph=graph, latency=lm, measure=meter)
+    pruner = Pruner(copy.deepcopy(model), inputs, cfg, forward_fn=forward, graph=graph, latency=lm, measure=meter,
+                    latency_forward=infer)
     out = {}
     for _ in range(200):
         if pruner.done:
@@ -116,7 +118,8 @@ def bench(name: str, config: str, args: argparse.Namespace) -> dict:
     profiled = time.perf_counter() - start
     print(f"  latency model: {meter.count} measurements, {profiled:.0f} s", flush=True)
     targets = [1.0 - 1.0 / t for t in TARGETS]
-    runs = {"latency": prune_run(model, graph, inputs, task.train_forward, "latency", targets, lm, meter)[0]}
+    runs = {"latency": prune_run(model, graph, inputs, task.train_forward, "latency", targets, lm, meter,
+                                 infer=task.infer_forward)[0]}
     for metric, ladder in LADDER.items():
         runs[metric] = prune_run(model, graph, inputs, task.train_forward, metric, ladder)[0]
     with tempfile.TemporaryDirectory(prefix="cpd-bench-latency-") as tmp:
@@ -149,30 +152,58 @@ def bench(name: str, config: str, args: argparse.Namespace) -> dict:
 
 
 def reused_model(doc: dict, model, graph, meter):
-    """The stored latency model; one of version 2 (interaction fitted without the MACs overlap) gets the
-    overlap of each of its stored whole-model cuts, computed from the structure (nothing is timed), and its
-    interaction fitted again over them, as ``profile_latency`` now does."""
+    """The stored latency model, brought up to what ``profile_latency`` now fits from the same timings
+    (nothing is timed again, only counted):
+
+    - version 2 (interaction fitted without the MACs overlap): each stored whole-model cut gets its overlap,
+      computed from the structure, and the interaction is fitted again over them;
+    - without a MACs line (versions 2 and 3): each stored whole-model cut gets the share of the counted MACs
+      it saves (``meter.macs``, what inference runs at the deployment input), and the line is fitted;
+    - timed on another machine (its baseline more than 5% from ``meter.baseline``, the reference timed at
+      the start of this run): every time is scaled by the ratio of the two, so that a measured sparsity
+      ``1 - time / baseline`` compares this machine's times with this machine's baseline.  Curves, line
+      and interaction are shares of the baseline and keep their shape.
+    """
     from dataclasses import replace
 
     from cpd.importance import CostModel
     from cpd.importance.cost import channels_per_unit
-    from cpd.importance.latency import LATENCY, LatencyModel
-    from cpd.prune.latency import fit_interaction, overlap_of, width_at, widths_reachable
+    from cpd.importance.latency import LATENCY, GroupCurve, LatencyModel
+    from cpd.prune.latency import cut_copy, fit_interaction, fit_macs_line, overlap_of, width_at, widths_reachable
 
-    if doc.get("version") != 2:
-        return LatencyModel.from_dict(doc)
-    overlap = overlap_of(CostModel(model, graph.prunable(), *meter.param_macs(model)), graph)
-    lm = LatencyModel.from_dict({**doc, "version": LATENCY.version, "overlap": "macs"})
-    joint = []
+    old = doc.get("version")
+    lm = LatencyModel.from_dict({**doc, "version": LATENCY.version, **({"overlap": "macs"} if old == 2 else {})})
+    cuts = []
     for p in lm.info["joint"]:
         removed = {}
         for g in graph.prunable():
             reachable = widths_reachable(g, 8, 0.1)
             if reachable:  # the width profile_latency cut this group to at this fraction
                 removed[g.id] = width_at(reachable, int(channels_per_unit(g).sum()), p["fraction"])[1]
-        joint.append({**p, "overlap": overlap(removed)})
-    return replace(lm, interaction=fit_interaction(joint),
-                   info={**lm.info, "joint": joint, "interaction_without_overlap": doc["interaction"]})
+        cuts.append(removed)
+    joint = [dict(p) for p in lm.info["joint"]]
+    info = dict(lm.info)
+    if old == 2:
+        overlap = overlap_of(CostModel(model, graph.prunable(), *meter.param_macs(model)), graph)
+        joint = [{**p, "overlap": overlap(removed)} for p, removed in zip(joint, cuts)]
+        lm, info["interaction_without_overlap"] = replace(lm, interaction=fit_interaction(joint)), doc["interaction"]
+    if lm.macs_line is None:
+        full = meter.macs(model)
+        joint = [{**p, "macs_share_saved": 1.0 - meter.macs(cut_copy(model, graph, removed)) / full}
+                 for p, removed in zip(joint, cuts)]
+        line = fit_macs_line(joint, lm.baseline)
+        curves = sum(lm.interaction * p["overlap"] * p["additive_saving_s"] for p in joint)
+        if line is not None and curves > 0:
+            info["line_over_curves"] = sum(line * p["macs_share_saved"] for p in joint) * lm.baseline / curves
+        lm, info["macs_line_fitted_on_reuse"] = replace(lm, macs_line=line), True
+    ratio = meter.baseline / lm.baseline
+    if abs(ratio - 1.0) > 0.05:
+        groups = {g: GroupCurve(c.widths, tuple(s * ratio for s in c.seconds)) for g, c in lm.groups.items()}
+        joint = [{**p, "additive_saving_s": p["additive_saving_s"] * ratio,
+                  "measured_saving_s": p["measured_saving_s"] * ratio} for p in joint]
+        info["rescaled_from_baseline_s"] = lm.baseline
+        lm = replace(lm, baseline=meter.baseline, groups=groups)
+    return replace(lm, info={**info, "joint": joint})
 
 
 def at_speed(result: dict, metric: str, target: float) -> dict | None:
