@@ -168,3 +168,37 @@ def test_without_a_line_the_pruner_predicts_by_the_curves() -> None:
     assert lined.sparsity == pytest.approx(lined.line(removed_of(lined.masks.dead)))
     truth = 1.0 - seconds(lined.export()[0].eval()) / lm.baseline
     assert truth == pytest.approx(lined.sparsity, abs=1e-9)
+
+
+def test_a_pick_the_curves_underprice_is_reselected_at_its_own_line_ratio(monkeypatch) -> None:
+    """Single-group cuts of the body's last group time as if they saved a tenth of their work (the noise
+    hid it); the whole-model cuts time true, so the line is exact and the curves underprice that group.  A
+    scale taken from the cut so far sends the first step far past the threshold; the pick re-selected at its
+    own ratio lands on it."""
+    import cpd.prune.pruner as pruner_module
+
+    model = TwoHeads().eval()
+    graph = comb(model, (X,), forward_fn=train_forward)
+    full = count_macs(model, (X,), infer_forward)
+
+    def hidden(m: nn.Module) -> float:
+        true = seconds(m)
+        widths = (m.body[0].out_channels, m.body[3].out_channels, m.head[0].out_channels)
+        if widths[1] < 48 and widths[0] == 32 and widths[2] == 16:  # only the body's last group is cut
+            return seconds(model) - 0.1 * (seconds(model) - true)
+        return true
+
+    lm = profile_latency(model, graph, hidden, "fake", X.shape, round_to=2, align=False,
+                         macs=lambda m: float(count_macs(m, (X,), infer_forward)))
+    assert lm.macs_line == pytest.approx(1e-9 * full / lm.baseline, rel=1e-9)  # the joint cuts time true
+    cfg = PruneConfig(criterion="random", metric="latency", interval=1, thresholds=(0.3,), step_fraction=0.3,
+                      round_to=2, seed=3)
+    landed = {}
+    for tries in (1, pruner_module.LINE_TRIES):
+        monkeypatch.setattr(pruner_module, "LINE_TRIES", tries)
+        pruner = Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph, latency=lm,
+                        latency_forward=infer_forward)
+        pruner.accumulate()
+        pruner.prune_step()
+        landed[tries] = pruner.sparsity
+    assert landed[pruner_module.LINE_TRIES] <= 0.3 + 0.02 < landed[1], landed

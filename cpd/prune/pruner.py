@@ -76,6 +76,8 @@ EPS = 1e-9
 #: no step goes more than this share of the original metric past the next threshold, when some removal fits
 #: (see ``cpd.prune.schedule.select``): a step that ends on a threshold lands on it.
 LANDING = 2e-3
+#: selections per fill round under a MACs line (see ``Pruner._line_select``)
+LINE_TRIES = 4
 #: re-takes of one step that falls short of its goal or lands past its threshold (each corrects the prediction
 #: first, and each is decided on two timings of the model: see the module docstring).
 MAX_CORRECTIONS = 4
@@ -353,7 +355,7 @@ class Pruner:
             dead = self.masks.dead
             now = self.correction * self._predicted(dead)
             line = self._line_scale(dead)  # the costs are the curves'; the sparsity may be the MACs line's
-            need = (goal - now) * scale / line
+            need = (goal - now) * scale
             if need <= EPS * self.original:
                 return
             options = {}
@@ -368,12 +370,35 @@ class Pruner:
                     # free, and every criterion not divided by the cost would take all of them first)
                     score = np.where(costs > 0, score, np.inf)
                 options[g.id] = group_removals(g.id, dead[g.id], score, weights, costs, self.limits[g.id])
-            limit = None if threshold is None else (threshold + LANDING - now) * scale / line
-            picked = select(options, need, limit)
+            picked = self._line_select(options, dead, now, (goal - now) * scale, threshold, scale, line)
             if not picked:
                 self.exhausted = True
                 return
             self.masks.kill_(picked)
+
+    def _line_select(self, options: Mapping[int, list], dead: Mapping[int, np.ndarray], now: float, need: float,
+                     threshold: float | None, scale: float, line: float) -> dict[int, list[int]]:
+        """``select`` with the costs scaled by ``line``; under a MACs line, re-selected (up to
+        ``LINE_TRIES`` times) with the ratio the line gives the pick itself while the pick would go past the
+        threshold: units the curves price low may save far more counted MACs (attention heads), and a scale
+        taken from the cut so far does not carry to them."""
+        for _ in range(LINE_TRIES if self.line is not None else 1):
+            limit = None if threshold is None else (threshold + LANDING - now) * scale / line
+            picked = select(options, need / line, limit)
+            if not picked or self.line is None or threshold is None:
+                return picked
+            trial = {g: d.copy() for g, d in dead.items()}
+            for g, units in picked.items():
+                trial[g][units] = True
+            by_costs = self._by_costs(trial) - self._by_costs(dead)
+            by_line = self._predicted(trial) - self._predicted(dead)
+            if self.correction * self._predicted(trial) <= threshold + LANDING or by_costs <= EPS:
+                return picked
+            ratio = float(np.clip(by_line / by_costs, 0.25, 4.0))
+            if ratio <= line * 1.02:  # the pick's own ratio is no worse: nothing a rescale would change
+                return picked
+            line = ratio
+        return picked
 
     def _step_removals(self, start: Mapping[int, list[int]]) -> dict[int, list[int]]:
         now = self.masks.removed()
