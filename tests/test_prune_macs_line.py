@@ -19,6 +19,7 @@ from cpd.prune import PruneConfig, Pruner
 from cpd.prune.latency import fit_macs_line, profile_latency, widths_reachable
 from cpd.prune.macs_line import removed_of
 from cpd.prune.pruner import MEASURED_SLACK
+from test_prune_latency import run  # the training loop without training
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -122,15 +123,6 @@ def test_file_keeps_the_line_and_reads_the_version_before_it() -> None:
         LatencyModel.from_dict({**lm.to_dict(), "version": 2})
 
 
-def run(pruner: Pruner) -> Pruner:
-    for _ in range(200):
-        if pruner.done:
-            break
-        pruner.accumulate()
-        pruner.step()
-    return pruner
-
-
 def test_pruner_predicts_by_the_line_through_the_inference_forward() -> None:
     model, graph, lm = profiled()
     cfg = PruneConfig(criterion="magnitude", metric="latency", interval=1, thresholds=(0.2, 0.4), step_fraction=0.1,
@@ -194,6 +186,8 @@ def test_a_pick_the_curves_underprice_is_reselected_at_its_own_line_ratio(monkey
     cfg = PruneConfig(criterion="random", metric="latency", interval=1, thresholds=(0.3,), step_fraction=0.3,
                       round_to=2, seed=3)
     landed = {}
+    # the pick as selected, not bisected (the next test): what the reselection alone does
+    monkeypatch.setattr(Pruner, "_shrunk", lambda self, options, dead, picked, need, threshold: picked)
     for tries in (1, pruner_module.LINE_TRIES):
         monkeypatch.setattr(pruner_module, "LINE_TRIES", tries)
         pruner = Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph, latency=lm,
@@ -202,3 +196,29 @@ def test_a_pick_the_curves_underprice_is_reselected_at_its_own_line_ratio(monkey
         pruner.prune_step()
         landed[tries] = pruner.sparsity
     assert landed[pruner_module.LINE_TRIES] <= 0.3 + 0.02 < landed[1], landed
+
+
+def test_without_reselection_the_pick_is_bisected_to_land(monkeypatch) -> None:
+    """The same underpriced group with a single selection per round (a rescale bounded short of the pick's
+    ratio reads the same): the pick is bisected to the largest share of the need that the line says lands."""
+    import cpd.prune.pruner as pruner_module
+
+    model = TwoHeads().eval()
+    graph = comb(model, (X,), forward_fn=train_forward)
+
+    def hidden(m: nn.Module) -> float:
+        true = seconds(m)
+        if m.body[3].out_channels < 48 and m.body[0].out_channels == 32 and m.head[0].out_channels == 16:
+            return seconds(model) - 0.1 * (seconds(model) - true)
+        return true
+
+    lm = profile_latency(model, graph, hidden, "fake", X.shape, round_to=2, align=False,
+                         macs=lambda m: float(count_macs(m, (X,), infer_forward)))
+    cfg = PruneConfig(criterion="random", metric="latency", interval=1, thresholds=(0.3,), step_fraction=0.3,
+                      round_to=2, seed=3)
+    monkeypatch.setattr(pruner_module, "LINE_TRIES", 1)
+    pruner = Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph, latency=lm,
+                    latency_forward=infer_forward)
+    pruner.accumulate()
+    pruner.prune_step()
+    assert 0.3 - 0.02 <= pruner.sparsity <= 0.3 + 0.02

@@ -162,7 +162,8 @@ class Pruner:
         self.masks.attach()
         self._norm_hooks = attach_live_norms(model, self.masks)
         #: cut copies of the masked model: the guard of each step, and the exact MACs of ``metric="flops"``.
-        self.twin = CutTwin(model, graph, inputs, forward_fn, lambda twin: strip_live_norms_(twin, self._norm_hooks))
+        self.twin = CutTwin(model, graph, inputs, forward_fn,
+                            lambda twin: strip_live_norms_(twin, self._norm_hooks))
         #: the latency model's MACs line, when it has one: the latency sparsity it predicts for a cut
         self.line = (MacsLine(self.twin, self.latency, latency_forward or forward_fn)
                      if self.latency is not None and self.latency.macs_line is not None else None)
@@ -396,9 +397,33 @@ class Pruner:
                 return picked
             ratio = float(np.clip(by_line / by_costs, 0.25, 4.0))
             if ratio <= line * 1.02:  # the pick's own ratio is no worse: nothing a rescale would change
-                return picked
+                break
             line = ratio
-        return picked
+        return self._shrunk(options, dead, picked, need / line, threshold)
+
+    def _shrunk(self, options: Mapping[int, list], dead: Mapping[int, np.ndarray], picked: dict[int, list[int]],
+                need: float, threshold: float) -> dict[int, list[int]]:
+        """The largest pick of a share of ``need`` (bisected, ``LINE_TRIES + 1`` halvings) that the MACs line
+        says stays within ``LANDING`` of ``threshold``; ``picked`` itself when it does, or when no smaller
+        pick does (one removal that must go past: ``select``'s rule).  A pick the curves price far below
+        what the line says it saves (a ratio past the rescale's bound) goes past otherwise."""
+        def within(pick: Mapping[int, list[int]]) -> bool:
+            trial = {g: d.copy() for g, d in dead.items()}
+            for g, units in pick.items():
+                trial[g][units] = True
+            return self.correction * self._predicted(trial) <= threshold + LANDING
+
+        if within(picked):
+            return picked
+        low, high, best = 0.0, 1.0, None
+        for _ in range(LINE_TRIES + 1):
+            mid = 0.5 * (low + high)
+            pick = select(options, need * mid)
+            if pick and within(pick):
+                low, best = mid, pick
+            else:
+                high = mid
+        return best if best else picked
 
     def _step_removals(self, start: Mapping[int, list[int]]) -> dict[int, list[int]]:
         now = self.masks.removed()
