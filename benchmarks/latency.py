@@ -159,9 +159,10 @@ def reused_model(doc: dict, model, graph, meter):
       computed from the structure, and the interaction is fitted again over them;
     - without a MACs line (versions 2 and 3): each stored whole-model cut gets the share of the counted MACs
       it saves (``meter.macs``, what inference runs at the deployment input), and the line is fitted;
-    - timed on another machine (its baseline more than 5% from ``meter.baseline``, the reference timed at
-      the start of this run): every time is scaled by the ratio of the two, so that a measured sparsity
-      ``1 - time / baseline`` compares this machine's times with this machine's baseline.  Curves, line
+    - timed on another machine or load (its baseline more than 5% from ``meter.baseline``, the reference
+      timed at the start of this run): every time is scaled by the ratio of the two, so the file's times are
+      this run's.  The sparsities were right either way (the meter times a candidate against its reference
+      and returns ``baseline * ratio``, and ``bench`` gives it the latency model's baseline); curves, line
       and interaction are shares of the baseline and keep their shape.
     """
     from dataclasses import replace
@@ -258,12 +259,14 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
                              f"{r['threshold']:.2f} {metric} sparsity: {r['speedup']:.2f}x, widths min "
                              f"{r['kept']['min']:.2f} / median {r['kept']['median']:.2f}")
             lines.append(f"| {res['arch']} | {t}x | **{row['speedup']:.2f}x** ({row['measured_in_run']:.2f}x) | "
-                         f"{row['predicted_speedup']:.2f}x ({row['predicted_speedup'] / row['measured_in_run'] - 1:+.0%})"
+                         f"{row['predicted_speedup']:.2f}x ({row['predicted_speedup'] / row['measured_in_run'] - 1:+.0%}, "
+                         f"{'line' if res['latency_model'].get('macs_line') else 'curves'})"
                          f" | {flat_text} | {row['macs_ratio']:.2f}x | {row['params_ratio']:.2f}x | "
                          f"{row['kept']['min']:.2f} / {row['kept']['median']:.2f} | {other[0]} | {other[1]} |")
     lines += ["", "Speed-up: final session; in-run: what the pruner measured when it stopped. Predicted: the latency "
-              "model's prediction for the same widths (its curves, MACs overlap and interaction, before the "
-              "pruner's correction by its own measurements), and its error against the in-run measurement. One "
+              "model's prediction for the same widths, before the pruner's correction by its own measurements (its "
+              "MACs line, `line`, where the row was pruned with one; else its curves, MACs overlap and "
+              "interaction, `curves`), and its error against the in-run measurement. One "
               "factor, no overlap: what the previous model (one interaction fitted on the same joint cuts, no "
               "MACs overlap) predicts for the same widths. Params/FLOPs targeting: the least sparse model of a ladder (0.2, 0.35, 0.5, 0.65, 0.8) within 5% of the target "
               "speed. Widths kept: per prunable group, kept / full channels, minimum and median over the groups.", ""]
@@ -272,6 +275,10 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
         over = " over the MACs overlap" if res["latency_model"].get("overlap") == "macs" else ""
         lines.append(f"- {res['arch']}: {res['groups']} prunable groups, baseline {res['baseline_ms']:.1f} ms, "
                      + (f"interaction {k:.2f}{over}, " if k is not None else "")
+                     + (f"MACs line {res['latency_model']['macs_line']:.3f}"
+                        + (" (fitted on the stored joint cuts)" if res["latency_model"]["info"].get(
+                            "macs_line_fitted_on_reuse") else "") + ", "
+                        if res["latency_model"].get("macs_line") else "")
                      + f"{res['profile_measurements']} timed exports (latency model, counting earlier runs with "
                      f"--reuse, and pruning), {res['seconds'] / 60:.1f} min in this run"
                      + (f" ({_how(res['args'], res['latency_model'])})." if "args" in res else "."))

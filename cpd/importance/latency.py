@@ -31,9 +31,9 @@ timings, and twenty of them summed carry twenty errors, while a whole-model cut 
 noise.  And what shrinks the time is work the graph runs, not only the parameters' MACs: the whole-model
 cuts shrink the attention heads, and with them ``q @ k``, ``attn @ v`` and the softmax, which multiply no
 parameter.  On the stored 512x512 benchmark the summed curves missed DeiT-S/UperNet at 2x by +29%
-(Swin-T/UperNet by -15%); the line fitted on the same profiles' whole-model cuts missed them by +5% and
-+6% (docs/benchmarks.md).  The pruner still re-measures the whole cut model at each threshold and corrects what is
-left.  Widths are in channels (:func:`cpd.importance.cost.channels_per_unit`; a head counts its head
+(Swin-T/UperNet by -15%); pruned with the line fitted on the same profile's whole-model cuts, DeiT-S/UperNet
+read +8% (docs/benchmarks.md).  The pruner still re-measures the whole cut model at each threshold and corrects
+what is left.  Widths are in channels (:func:`cpd.importance.cost.channels_per_unit`; a head counts its head
 dimension).
 
 File format (``format: "cpd-latency"``, ``version: 4``; version 3, without ``macs_line``, is read as a
