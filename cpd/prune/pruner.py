@@ -39,8 +39,11 @@ sparsity of a cut is ``b * s``, ``s`` the share of the deployed graph's counted 
 (:class:`cpd.prune.macs_line.MacsLine`, the cut copy counted through ``latency_forward`` at the latency
 model's input shape).  The curves still price the units (which go first); their prices are scaled to the
 line by what the line says the cut so far saves over what the curves say (before any cut, by the
-profile's joint cuts: ``info["line_over_curves"]``).  A sum of per-group curves carries every group's
-timing noise; the line is fitted on cuts that save far more than the noise (docs/pruning.md).
+profile's joint cuts: ``info["line_over_curves"]``).  Where the pick of a round would go past the next
+threshold by the line, it is selected again at the ratio the line gives the pick itself, and one still past
+is bisected to the largest share of the need that lands (``_line_select``).  A sum of per-group curves
+carries every group's timing noise; the line is fitted on cuts that save far more than the noise
+(docs/pruning.md).
 """
 from __future__ import annotations
 
