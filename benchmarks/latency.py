@@ -170,7 +170,8 @@ def reused_model(doc: dict, model, graph, meter):
     from cpd.importance import CostModel
     from cpd.importance.cost import channels_per_unit
     from cpd.importance.latency import LATENCY, GroupCurve, LatencyModel
-    from cpd.prune.latency import cut_copy, fit_interaction, fit_macs_line, overlap_of, width_at, widths_reachable
+    from cpd.prune.latency import (cut_copy, fit_interaction, fit_macs_line, line_over_curves, overlap_of, width_at,
+                                   widths_reachable)
 
     old = doc.get("version")
     lm = LatencyModel.from_dict({**doc, "version": LATENCY.version, **({"overlap": "macs"} if old == 2 else {})})
@@ -193,9 +194,8 @@ def reused_model(doc: dict, model, graph, meter):
         joint = [{**p, "macs_share_saved": 1.0 - meter.macs(cut_copy(model, graph, removed)) / full}
                  for p, removed in zip(joint, cuts)]
         line = fit_macs_line(joint, lm.baseline)
-        curves = sum(lm.interaction * p["overlap"] * p["additive_saving_s"] for p in joint)
-        if line is not None and curves > 0:
-            info["line_over_curves"] = sum(line * p["macs_share_saved"] for p in joint) * lm.baseline / curves
+        if line is not None:
+            info["line_over_curves"] = line_over_curves(joint, lm.interaction, line, lm.baseline)
         lm, info["macs_line_fitted_on_reuse"] = replace(lm, macs_line=line), True
     ratio = meter.baseline / lm.baseline
     if abs(ratio - 1.0) > 0.05:

@@ -17,7 +17,7 @@ from cpd.flops import count_macs
 from cpd.importance.latency import LatencyModel
 from cpd.prune import PruneConfig, Pruner
 from cpd.prune.latency import fit_macs_line, profile_latency, widths_reachable
-from cpd.prune.macs_line import removed_of
+from cpd.prune.masks import removed_of
 from cpd.prune.pruner import MEASURED_SLACK
 from test_prune_latency import run  # the training loop without training
 

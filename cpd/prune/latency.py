@@ -251,12 +251,17 @@ def with_interaction(lm: LatencyModel, at_fraction: Mapping[float, Mapping[int, 
     info = {**lm.info, "joint": points}
     line = fit_macs_line(points, lm.baseline) if macs_share is not None else None
     if line is not None:
-        curves = sum(k * p["overlap"] * p["additive_saving_s"] for p in points)
-        # what the line says the joint cuts save over what the curves say: the pruner's first scale of the
-        # curves' unit costs to the line, before its own cut gives it one
-        info["line_over_curves"] = (sum(line * p["macs_share_saved"] for p in points) * lm.baseline / curves
-                                    if curves > 0 else 1.0)
+        info["line_over_curves"] = line_over_curves(points, k, line, lm.baseline)
     return replace(lm, interaction=k, macs_line=line, info=info)
+
+
+def line_over_curves(points: Sequence[Mapping[str, float]], interaction: float, line: float,
+                     baseline: float) -> float:
+    """What the MACs line says the joint cuts save over what the curves say (``k * o * additive``): the
+    pruner's first scale of the curves' unit costs to the line, before its own cut gives it one (1 where the
+    curves say nothing is saved)."""
+    curves = sum(interaction * p["overlap"] * p["additive_saving_s"] for p in points)
+    return sum(line * p["macs_share_saved"] for p in points) * baseline / curves if curves > 0 else 1.0
 
 
 def fit_macs_line(points: Sequence[Mapping[str, float]], baseline: float) -> float | None:

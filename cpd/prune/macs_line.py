@@ -13,7 +13,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from cpd.flops import count_macs
@@ -75,7 +74,3 @@ class MacsLine:
         """``b * (1 - MACs(cut) / MACs(model))``: the latency sparsity the line predicts for the cut."""
         return self.slope * (1.0 - self.count(removed) / self.full)
 
-
-def removed_of(dead: Mapping[int, np.ndarray]) -> dict[int, list[int]]:
-    """``{group: units removed}`` of a dead-unit mask set (groups that lose nothing left out)."""
-    return {int(g): np.flatnonzero(d).tolist() for g, d in dead.items() if d.any()}

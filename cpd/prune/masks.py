@@ -95,7 +95,7 @@ class MaskSet:
 
     def removed(self) -> dict[int, list[int]]:
         """``{group id: [dead units]}`` for the groups that lost any."""
-        return {g: np.nonzero(d)[0].tolist() for g, d in self.dead.items() if d.any()}
+        return removed_of(self.dead)
 
     @torch.no_grad()
     def apply_(self) -> None:
@@ -155,3 +155,8 @@ class MaskSet:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+
+def removed_of(dead: Mapping[int, np.ndarray]) -> dict[int, list[int]]:
+    """``{group id: [dead units]}`` of a dead-unit mask set, for the groups that lost any."""
+    return {int(g): np.flatnonzero(d).tolist() for g, d in dead.items() if d.any()}

@@ -65,8 +65,8 @@ from cpd.importance import IMPORTANCES, CostModel, ImportanceContext, SaliencyAc
 from cpd.importance.latency import LatencyModel, fit_through_zero
 from cpd.prune.config import PruneConfig
 from cpd.prune.live_norm import attach_live_norms, strip_live_norms_
-from cpd.prune.macs_line import MacsLine, removed_of
-from cpd.prune.masks import MaskSet
+from cpd.prune.macs_line import MacsLine
+from cpd.prune.masks import MaskSet, removed_of
 from cpd.prune.plan import make_plan
 from cpd.prune.schedule import group_removals, limits_of, select
 from cpd.prune.state import PruneEvent, PrunerState
@@ -374,7 +374,7 @@ class Pruner:
                     # free, and every criterion not divided by the cost would take all of them first)
                     score = np.where(costs > 0, score, np.inf)
                 options[g.id] = group_removals(g.id, dead[g.id], score, weights, costs, self.limits[g.id])
-            picked = self._line_select(options, dead, now, (goal - now) * scale, threshold, scale, line)
+            picked = self._line_select(options, dead, now, need, threshold, scale, line)
             if not picked:
                 self.exhausted = True
                 return
@@ -391,9 +391,7 @@ class Pruner:
             picked = select(options, need / line, limit)
             if not picked or self.line is None or threshold is None:
                 return picked
-            trial = {g: d.copy() for g, d in dead.items()}
-            for g, units in picked.items():
-                trial[g][units] = True
+            trial = _killed(dead, picked)
             by_costs = self._by_costs(trial) - self._by_costs(dead)
             by_line = self._predicted(trial) - self._predicted(dead)
             if self.correction * self._predicted(trial) <= threshold + LANDING or by_costs <= EPS:
@@ -411,10 +409,7 @@ class Pruner:
         pick does (one removal that must go past: ``select``'s rule).  A pick the curves price far below
         what the line says it saves (a ratio past the rescale's bound) goes past otherwise."""
         def within(pick: Mapping[int, list[int]]) -> bool:
-            trial = {g: d.copy() for g, d in dead.items()}
-            for g, units in pick.items():
-                trial[g][units] = True
-            return self.correction * self._predicted(trial) <= threshold + LANDING
+            return self.correction * self._predicted(_killed(dead, pick)) <= threshold + LANDING
 
         if within(picked):
             return picked
@@ -567,4 +562,12 @@ def _merged(before: Mapping[int, Sequence[int]], step: Mapping[int, Sequence[int
     out = {g: list(u) for g, u in before.items()}
     for g in part:
         out[g] = sorted(set(out.get(g, [])) | set(step[g]))
+    return out
+
+
+def _killed(dead: Mapping[int, np.ndarray], pick: Mapping[int, Sequence[int]]) -> dict[int, np.ndarray]:
+    """A copy of ``dead`` with ``pick`` (``{group: units}``) dead too (the masks are not changed)."""
+    out = {g: d.copy() for g, d in dead.items()}
+    for g, units in pick.items():
+        out[g][list(units)] = True
     return out
