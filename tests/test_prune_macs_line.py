@@ -222,3 +222,31 @@ def test_without_reselection_the_pick_is_bisected_to_land(monkeypatch) -> None:
     pruner.accumulate()
     pruner.prune_step()
     assert 0.3 - 0.02 <= pruner.sparsity <= 0.3 + 0.02
+
+
+def test_a_pick_the_costs_see_no_saving_in_is_bisected_too(monkeypatch) -> None:
+    """Where the curves and their interaction price a pick at no saving, or a negative one, though the line
+    says it saves much (PSPNet-R18: a wide group whose single-group curve is flat over its first cuts, taken
+    beside a group already cut far), there is no ratio to rescale by: the pick is bisected, not kept."""
+    model = TwoHeads().eval()
+    graph = comb(model, (X,), forward_fn=train_forward)
+
+    def hidden(m: nn.Module) -> float:
+        true = seconds(m)
+        if m.body[3].out_channels < 48 and m.body[0].out_channels == 32 and m.head[0].out_channels == 16:
+            return seconds(model) - 0.1 * (seconds(model) - true)
+        return true
+
+    lm = profile_latency(model, graph, hidden, "fake", X.shape, round_to=2, align=False,
+                         macs=lambda m: float(count_macs(m, (X,), infer_forward)))
+    cfg = PruneConfig(criterion="random", metric="latency", interval=1, thresholds=(0.3,), step_fraction=0.3,
+                      round_to=2, seed=3)
+    # every cut as the costs price it saves nothing: only the line tells a pick's saving
+    monkeypatch.setattr(Pruner, "_by_costs", lambda self, dead: 0.0)
+    pruner = Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph, latency=lm,
+                    latency_forward=infer_forward)
+    pruner.accumulate()
+    pruner.prune_step()
+    assert 0.3 - 0.02 <= pruner.sparsity <= 0.3 + 0.02, pruner.sparsity
+    truth = 1.0 - seconds(pruner.export()[0].eval()) / lm.baseline
+    assert truth == pytest.approx(pruner.sparsity, abs=1e-9)

@@ -394,8 +394,10 @@ class Pruner:
             trial = _killed(dead, picked)
             by_costs = self._by_costs(trial) - self._by_costs(dead)
             by_line = self._predicted(trial) - self._predicted(dead)
-            if self.correction * self._predicted(trial) <= threshold + LANDING or by_costs <= EPS:
+            if self.correction * self._predicted(trial) <= threshold + LANDING:
                 return picked
+            if by_costs <= EPS:  # the costs see no saving where the line sees one: no ratio to rescale by
+                break
             ratio = float(np.clip(by_line / by_costs, 0.25, 4.0))
             if ratio <= line * 1.02:  # the pick's own ratio is no worse: nothing a rescale would change
                 break
