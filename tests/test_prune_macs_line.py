@@ -167,7 +167,7 @@ def test_a_pick_the_curves_underprice_is_reselected_at_its_own_line_ratio(monkey
     hid it); the whole-model cuts time true, so the line is exact and the curves underprice that group.  A
     scale taken from the cut so far sends the first step far past the threshold; the pick re-selected at its
     own ratio lands on it."""
-    import cpd.prune.pruner as pruner_module
+    import cpd.prune.line_pick as line_pick
 
     model = TwoHeads().eval()
     graph = comb(model, (X,), forward_fn=train_forward)
@@ -187,21 +187,21 @@ def test_a_pick_the_curves_underprice_is_reselected_at_its_own_line_ratio(monkey
                       round_to=2, seed=3)
     landed = {}
     # the pick as selected, not bisected (the next test): what the reselection alone does
-    monkeypatch.setattr(Pruner, "_shrunk", lambda self, options, dead, picked, need, threshold: picked)
-    for tries in (1, pruner_module.LINE_TRIES):
-        monkeypatch.setattr(pruner_module, "LINE_TRIES", tries)
+    monkeypatch.setattr(line_pick, "shrunk", lambda options, dead, picked, need, threshold, view: picked)
+    for tries in (1, line_pick.LINE_TRIES):
+        monkeypatch.setattr(line_pick, "LINE_TRIES", tries)
         pruner = Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph, latency=lm,
                         latency_forward=infer_forward)
         pruner.accumulate()
         pruner.prune_step()
         landed[tries] = pruner.sparsity
-    assert landed[pruner_module.LINE_TRIES] <= 0.3 + 0.02 < landed[1], landed
+    assert landed[line_pick.LINE_TRIES] <= 0.3 + 0.02 < landed[1], landed
 
 
 def test_without_reselection_the_pick_is_bisected_to_land(monkeypatch) -> None:
     """The same underpriced group with a single selection per round (a rescale bounded short of the pick's
     ratio reads the same): the pick is bisected to the largest share of the need that the line says lands."""
-    import cpd.prune.pruner as pruner_module
+    import cpd.prune.line_pick as line_pick
 
     model = TwoHeads().eval()
     graph = comb(model, (X,), forward_fn=train_forward)
@@ -216,7 +216,7 @@ def test_without_reselection_the_pick_is_bisected_to_land(monkeypatch) -> None:
                          macs=lambda m: float(count_macs(m, (X,), infer_forward)))
     cfg = PruneConfig(criterion="random", metric="latency", interval=1, thresholds=(0.3,), step_fraction=0.3,
                       round_to=2, seed=3)
-    monkeypatch.setattr(pruner_module, "LINE_TRIES", 1)
+    monkeypatch.setattr(line_pick, "LINE_TRIES", 1)
     pruner = Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph, latency=lm,
                     latency_forward=infer_forward)
     pruner.accumulate()

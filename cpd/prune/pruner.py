@@ -41,9 +41,9 @@ model's input shape).  The curves still price the units (which go first); their 
 line by what the line says the cut so far saves over what the curves say (before any cut, by the
 profile's joint cuts: ``info["line_over_curves"]``).  Where the pick of a round would go past the next
 threshold by the line, it is selected again at the ratio the line gives the pick itself, and one still past
-is bisected to the largest share of the need that lands (``_line_select``).  A sum of per-group curves
-carries every group's timing noise; the line is fitted on cuts that save far more than the noise
-(docs/pruning.md).
+(or one the curves price at no saving, so that there is no ratio) is bisected to the largest share of the
+need that lands (:mod:`cpd.prune.line_pick`).  A sum of per-group curves carries every group's timing
+noise; the line is fitted on cuts that save far more than the noise (docs/pruning.md).
 """
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ from cpd.importance import IMPORTANCES, CostModel, ImportanceContext, SaliencyAc
 from cpd.importance.latency import LatencyModel, fit_through_zero
 from cpd.prune.config import PruneConfig
 from cpd.prune.live_norm import attach_live_norms, strip_live_norms_
+from cpd.prune.line_pick import LineView, line_pick, line_scale
 from cpd.prune.macs_line import MacsLine
 from cpd.prune.masks import MaskSet, removed_of
 from cpd.prune.plan import make_plan
@@ -79,8 +80,6 @@ EPS = 1e-9
 #: no step goes more than this share of the original metric past the next threshold, when some removal fits
 #: (see ``cpd.prune.schedule.select``): a step that ends on a threshold lands on it.
 LANDING = 2e-3
-#: selections per fill round under a MACs line (see ``Pruner._line_select``)
-LINE_TRIES = 4
 #: re-takes of one step that falls short of its goal or lands past its threshold (each corrects the prediction
 #: first, and each is decided on two timings of the model: see the module docstring).
 MAX_CORRECTIONS = 4
@@ -325,18 +324,6 @@ class Pruner:
     def _by_costs(self, dead: Mapping[int, np.ndarray]) -> float:
         return 1.0 - self.costs.total(dead, self.config.metric) / self.original
 
-    def _line_scale(self, dead: Mapping[int, np.ndarray]) -> float:
-        """What the unit costs are scaled by to be savings in the line's terms: the line's predicted saving
-        of the cut so far over the costs' (the profile's joint cuts before any cut); 1 without a line."""
-        if self.line is None:
-            return 1.0
-        by_costs = self._by_costs(dead)
-        if by_costs > 1e-3:
-            ratio = self._predicted(dead) / by_costs
-        else:
-            ratio = float(self.latency.info.get("line_over_curves", 1.0))
-        return float(np.clip(ratio, 0.25, 4.0))
-
     @property
     def correction(self) -> float:
         """What later predictions are scaled by: the least-squares factor of every measured over predicted
@@ -358,7 +345,8 @@ class Pruner:
         for _ in range(MAX_ROUNDS):
             dead = self.masks.dead
             now = self.correction * self._predicted(dead)
-            line = self._line_scale(dead)  # the costs are the curves'; the sparsity may be the MACs line's
+            view = self._view() if self.line is not None else None
+            line = 1.0 if view is None else line_scale(view, dead)  # the costs are the curves', the sparsity the line's
             need = (goal - now) * scale
             if need <= EPS * self.original:
                 return
@@ -374,56 +362,19 @@ class Pruner:
                     # free, and every criterion not divided by the cost would take all of them first)
                     score = np.where(costs > 0, score, np.inf)
                 options[g.id] = group_removals(g.id, dead[g.id], score, weights, costs, self.limits[g.id])
-            picked = self._line_select(options, dead, now, need, threshold, scale, line)
+            if view is not None:
+                picked = line_pick(options, dead, now, need, threshold, scale, line, view)
+            else:
+                picked = select(options, need, None if threshold is None else (threshold + LANDING - now) * scale)
             if not picked:
                 self.exhausted = True
                 return
             self.masks.kill_(picked)
 
-    def _line_select(self, options: Mapping[int, list], dead: Mapping[int, np.ndarray], now: float, need: float,
-                     threshold: float | None, scale: float, line: float) -> dict[int, list[int]]:
-        """``select`` with the costs scaled by ``line``; under a MACs line, re-selected (up to
-        ``LINE_TRIES`` times) with the ratio the line gives the pick itself while the pick would go past the
-        threshold: units the curves price low may save far more counted MACs (attention heads), and a scale
-        taken from the cut so far does not carry to them."""
-        for _ in range(LINE_TRIES if self.line is not None else 1):
-            limit = None if threshold is None else (threshold + LANDING - now) * scale / line
-            picked = select(options, need / line, limit)
-            if not picked or self.line is None or threshold is None:
-                return picked
-            trial = _killed(dead, picked)
-            by_costs = self._by_costs(trial) - self._by_costs(dead)
-            by_line = self._predicted(trial) - self._predicted(dead)
-            if self.correction * self._predicted(trial) <= threshold + LANDING:
-                return picked
-            if by_costs <= EPS:  # the costs see no saving where the line sees one: no ratio to rescale by
-                break
-            ratio = float(np.clip(by_line / by_costs, 0.25, 4.0))
-            if ratio <= line * 1.02:  # the pick's own ratio is no worse: nothing a rescale would change
-                break
-            line = ratio
-        return self._shrunk(options, dead, picked, need / line, threshold)
-
-    def _shrunk(self, options: Mapping[int, list], dead: Mapping[int, np.ndarray], picked: dict[int, list[int]],
-                need: float, threshold: float) -> dict[int, list[int]]:
-        """The largest pick of a share of ``need`` (bisected, ``LINE_TRIES + 1`` halvings) that the MACs line
-        says stays within ``LANDING`` of ``threshold``; ``picked`` itself when it does, or when no smaller
-        pick does (one removal that must go past: ``select``'s rule).  A pick the curves price far below
-        what the line says it saves (a ratio past the rescale's bound) goes past otherwise."""
-        def within(pick: Mapping[int, list[int]]) -> bool:
-            return self.correction * self._predicted(_killed(dead, pick)) <= threshold + LANDING
-
-        if within(picked):
-            return picked
-        low, high, best = 0.0, 1.0, None
-        for _ in range(LINE_TRIES + 1):
-            mid = 0.5 * (low + high)
-            pick = select(options, need * mid)
-            if pick and within(pick):
-                low, best = mid, pick
-            else:
-                high = mid
-        return best if best else picked
+    def _view(self) -> LineView:
+        """How a pick is judged under the MACs line (see :mod:`cpd.prune.line_pick`)."""
+        return LineView(self._predicted, self._by_costs, self.correction, LANDING,
+                        float(self.latency.info.get("line_over_curves", 1.0)))
 
     def _step_removals(self, start: Mapping[int, list[int]]) -> dict[int, list[int]]:
         now = self.masks.removed()
@@ -564,12 +515,4 @@ def _merged(before: Mapping[int, Sequence[int]], step: Mapping[int, Sequence[int
     out = {g: list(u) for g, u in before.items()}
     for g in part:
         out[g] = sorted(set(out.get(g, [])) | set(step[g]))
-    return out
-
-
-def _killed(dead: Mapping[int, np.ndarray], pick: Mapping[int, Sequence[int]]) -> dict[int, np.ndarray]:
-    """A copy of ``dead`` with ``pick`` (``{group: units}``) dead too (the masks are not changed)."""
-    out = {g: d.copy() for g, d in dead.items()}
-    for g, units in pick.items():
-        out[g][list(units)] = True
     return out
