@@ -77,6 +77,27 @@ def hiding_last_body_group(model: TwoHeads) -> Callable[[nn.Module], float]:
     return measure
 
 
+def underpriced() -> tuple[object, LatencyModel, PruneConfig]:
+    """TwoHeads' graph, its latency model profiled through :func:`hiding_last_body_group` (the whole-model
+    cuts time true, so the line is exact and the curves underprice that group), and a one-step config."""
+    model = TwoHeads().eval()
+    graph = comb(model, (X,), forward_fn=train_forward)
+    lm = profile_latency(model, graph, hiding_last_body_group(model), "fake", X.shape, round_to=2, align=False,
+                         macs=lambda m: float(count_macs(m, (X,), infer_forward)))
+    cfg = PruneConfig(criterion="random", metric="latency", interval=1, thresholds=(0.3,), step_fraction=0.3,
+                      round_to=2, seed=3)
+    return graph, lm, cfg
+
+
+def first_step(graph, lm: LatencyModel, cfg: PruneConfig) -> Pruner:
+    """A pruner of a fresh TwoHeads after its first pruning step (no measurement: the line predicts)."""
+    pruner = Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph, latency=lm,
+                    latency_forward=infer_forward)
+    pruner.accumulate()
+    pruner.prune_step()
+    return pruner
+
+
 def random_cut(graph, seed: int) -> dict[int, list[int]]:
     rng = np.random.default_rng(seed)
     removed = {}
@@ -182,25 +203,15 @@ def test_a_pick_the_curves_underprice_is_reselected_at_its_own_line_ratio(monkey
     own ratio lands on it."""
     import cpd.prune.line_pick as line_pick
 
-    model = TwoHeads().eval()
-    graph = comb(model, (X,), forward_fn=train_forward)
-    full = count_macs(model, (X,), infer_forward)
-
-    lm = profile_latency(model, graph, hiding_last_body_group(model), "fake", X.shape, round_to=2, align=False,
-                         macs=lambda m: float(count_macs(m, (X,), infer_forward)))
+    graph, lm, cfg = underpriced()
+    full = count_macs(TwoHeads().eval(), (X,), infer_forward)
     assert lm.macs_line == pytest.approx(1e-9 * full / lm.baseline, rel=1e-9)  # the joint cuts time true
-    cfg = PruneConfig(criterion="random", metric="latency", interval=1, thresholds=(0.3,), step_fraction=0.3,
-                      round_to=2, seed=3)
     landed = {}
     # the pick as selected, not bisected (the next test): what the reselection alone does
     monkeypatch.setattr(line_pick, "shrunk", lambda options, dead, picked, need, threshold, view: picked)
     for tries in (1, line_pick.LINE_TRIES):
         monkeypatch.setattr(line_pick, "LINE_TRIES", tries)
-        pruner = Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph, latency=lm,
-                        latency_forward=infer_forward)
-        pruner.accumulate()
-        pruner.prune_step()
-        landed[tries] = pruner.sparsity
+        landed[tries] = first_step(graph, lm, cfg).sparsity
     assert landed[line_pick.LINE_TRIES] <= 0.3 + 0.02 < landed[1], landed
 
 
@@ -209,18 +220,8 @@ def test_without_reselection_the_pick_is_bisected_to_land(monkeypatch) -> None:
     ratio reads the same): the pick is bisected to the largest share of the need that the line says lands."""
     import cpd.prune.line_pick as line_pick
 
-    model = TwoHeads().eval()
-    graph = comb(model, (X,), forward_fn=train_forward)
-
-    lm = profile_latency(model, graph, hiding_last_body_group(model), "fake", X.shape, round_to=2, align=False,
-                         macs=lambda m: float(count_macs(m, (X,), infer_forward)))
-    cfg = PruneConfig(criterion="random", metric="latency", interval=1, thresholds=(0.3,), step_fraction=0.3,
-                      round_to=2, seed=3)
     monkeypatch.setattr(line_pick, "LINE_TRIES", 1)
-    pruner = Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph, latency=lm,
-                    latency_forward=infer_forward)
-    pruner.accumulate()
-    pruner.prune_step()
+    pruner = first_step(*underpriced())
     assert 0.3 - 0.02 <= pruner.sparsity <= 0.3 + 0.02
 
 
@@ -228,19 +229,10 @@ def test_a_pick_the_costs_see_no_saving_in_is_bisected_too(monkeypatch) -> None:
     """Where the curves and their interaction price a pick at no saving, or a negative one, though the line
     says it saves much (PSPNet-R18: a wide group whose single-group curve is flat over its first cuts, taken
     beside a group already cut far), there is no ratio to rescale by: the pick is bisected, not kept."""
-    model = TwoHeads().eval()
-    graph = comb(model, (X,), forward_fn=train_forward)
-
-    lm = profile_latency(model, graph, hiding_last_body_group(model), "fake", X.shape, round_to=2, align=False,
-                         macs=lambda m: float(count_macs(m, (X,), infer_forward)))
-    cfg = PruneConfig(criterion="random", metric="latency", interval=1, thresholds=(0.3,), step_fraction=0.3,
-                      round_to=2, seed=3)
+    graph, lm, cfg = underpriced()
     # every cut as the costs price it saves nothing: only the line tells a pick's saving
     monkeypatch.setattr(Pruner, "_by_costs", lambda self, dead: 0.0)
-    pruner = Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph, latency=lm,
-                    latency_forward=infer_forward)
-    pruner.accumulate()
-    pruner.prune_step()
+    pruner = first_step(graph, lm, cfg)
     assert 0.3 - 0.02 <= pruner.sparsity <= 0.3 + 0.02, pruner.sparsity
     truth = 1.0 - seconds(pruner.export()[0].eval()) / lm.baseline
     assert truth == pytest.approx(pruner.sparsity, abs=1e-9)
