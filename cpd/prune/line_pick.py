@@ -16,11 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cpd.prune.schedule import select
+from cpd.prune.schedule import EPS, select
 
 #: selections per fill round under a MACs line (see :func:`line_pick`)
 LINE_TRIES = 4
-EPS = 1e-9
 
 Dead = Mapping[int, np.ndarray]
 
@@ -76,6 +75,7 @@ def line_pick(options: Mapping[int, list], dead: Dead, now: float, need: float, 
         ``{group id: [units]}`` to remove (empty when nothing can go).
     """
     picked: dict[int, list[int]] = {}
+    line_before, costs_before = view.predicted(dead), view.by_costs(dead)  # ``dead`` is the same every try
     for _ in range(LINE_TRIES):
         limit = None if threshold is None else (threshold + view.landing - now) * scale / line
         picked = select(options, need / line, limit)
@@ -84,10 +84,10 @@ def line_pick(options: Mapping[int, list], dead: Dead, now: float, need: float, 
         trial = killed(dead, picked)
         if view.lands(trial, threshold):
             return picked
-        by_costs = view.by_costs(trial) - view.by_costs(dead)
+        by_costs = view.by_costs(trial) - costs_before
         if by_costs <= EPS:  # the costs see no saving where the line sees one: no ratio to rescale by
             break
-        ratio = float(np.clip((view.predicted(trial) - view.predicted(dead)) / by_costs, 0.25, 4.0))
+        ratio = float(np.clip((view.predicted(trial) - line_before) / by_costs, 0.25, 4.0))
         if ratio <= line * 1.02:  # the pick's own ratio is no worse: nothing a rescale would change
             break
         line = ratio

@@ -69,14 +69,13 @@ from cpd.prune.line_pick import LineView, line_pick, line_scale
 from cpd.prune.macs_line import MacsLine
 from cpd.prune.masks import MaskSet, removed_of
 from cpd.prune.plan import make_plan
-from cpd.prune.schedule import group_removals, limits_of, select
+from cpd.prune.schedule import EPS, group_removals, limits_of, select
 from cpd.prune.state import PruneEvent, PrunerState
 from cpd.surgery import cut_, prepare_
 from cpd.surgery.verify import CutTwin, breaking_groups
 
 #: refinement rounds per pruning step (costs are re-estimated after each; usually one or two suffice).
 MAX_ROUNDS = 8
-EPS = 1e-9
 #: no step goes more than this share of the original metric past the next threshold, when some removal fits
 #: (see ``cpd.prune.schedule.select``): a step that ends on a threshold lands on it.
 LANDING = 2e-3

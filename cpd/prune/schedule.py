@@ -23,6 +23,8 @@ import numpy as np
 
 from cpd.graph.group import Group
 
+#: the tolerance of the schedule's comparisons of sparsities and savings (shares of the original metric)
+EPS = 1e-9
 
 @dataclass
 class Removal:
