@@ -7,6 +7,7 @@ just written a threshold file, and :class:`CrashHook` interrupts a run (as a kil
 """
 from __future__ import annotations
 
+import copy
 import uuid
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,17 @@ def options(data: Path, max_iters: int = 8, hooks: list[dict] | None = None, **e
         opts[f"{split}_dataloader.persistent_workers"] = False
     opts.update(extra)
     return opts
+
+
+def calibration_loader(data: Path) -> dict:
+    """The config's val_dataloader on ``data``, batches of 4, shuffled (8 validation scenes: 2 batches an epoch)."""
+    from mmengine.config import Config
+
+    cfg = copy.deepcopy(Config.fromfile(str(PRUNE_CONFIG)).val_dataloader.to_dict())
+    cfg["dataset"]["data_root"] = str(data)
+    cfg.update(batch_size=4, num_workers=0, persistent_workers=False, sampler=dict(type="DefaultSampler",
+                                                                                   shuffle=True))
+    return cfg
 
 
 def kd_options(data: Path, teacher: Path, max_iters: int = 8, hooks: list[dict] | None = None,

@@ -37,8 +37,9 @@ def two_ranks(script: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="needs torchrun")
-def test_two_ranks_prune_identically(tmp_path: Path) -> None:
-    result = two_ranks(SCRIPT, str(tmp_path))
+@pytest.mark.parametrize("scored_on", ["training", "calibration"])
+def test_two_ranks_prune_identically(tmp_path: Path, scored_on: str) -> None:
+    result = two_ranks(SCRIPT, str(tmp_path), *(["calibration"] if scored_on == "calibration" else []))
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert reports[0]["removed"] and reports[0]["removed"] == reports[1]["removed"]

@@ -17,7 +17,8 @@ Lifecycle:
 
 1. *Masked pruning.*  After every optimizer step the gradients (the loss's, with distillation the KD
    term's too) are added to the importance, through a step pre-hook on the optimizer: mmengine's
-   ``OptimWrapper.update_params`` clears them before any ``after_train_iter`` hook runs.  Every
+   ``OptimWrapper.update_params`` clears them before any ``after_train_iter`` hook runs (with
+   ``calibration_dataloader``, those of one batch of it instead: :mod:`cpd.mm.calibration`).  Every
    ``interval`` optimizer steps the least important units are masked (:class:`cpd.prune.Pruner`); the
    masked model computes what the cut model would, so shapes, the optimizer and DDP stay as they are.
 2. *Thresholds.*  When the sparsity reaches a threshold of ``save_sparsity_thr`` the cut model and its
@@ -54,6 +55,7 @@ from cpd.combing import comb
 from cpd.files import DocKind
 from cpd.graph.deps_io import graph_to_dict, load_deps
 from cpd.graph.group import DependencyGraph
+from cpd.mm.calibration import CalibrationBatches
 from cpd.mm.dist_sync import average_saliency_, check_same_, digest, removed_digest_input
 from cpd.mm.latency import LatencyOptions, hook_latency
 from cpd.mm.pruned import save_pruned_model
@@ -61,6 +63,7 @@ from cpd.mm.rebuild import prune_target, remap_optimizer_, rewrap_, unwrap
 from cpd.mm.tasks import TASKS, Task, task_of
 from cpd.mm.tasks.base import INPUT_SIZE_ATTR
 from cpd.prune import PruneConfig, Pruner
+from cpd.prune.calibration import accumulate_on
 from cpd.surgery import kept_slices
 
 #: key of the hook's state in mmengine checkpoints.
@@ -107,6 +110,10 @@ class PruningHook(Hook):
             rounds=4, measure=True, exporter='dynamo')`` (:class:`cpd.mm.latency.LatencyOptions`): the cut
             model's inference forward is re-measured at each threshold on the file's runtime and input shape,
             exported as the export stage exports it.
+        calibration_dataloader: an mmengine dataloader config (written as ``val_dataloader`` is, on data
+            training never sees): the importance is scored on its batches, one per optimizer step, instead
+            of the training batches (:mod:`cpd.mm.calibration`); for a model that has memorised its training
+            set, whose training gradients are next to nothing.  None (the default): the training batches.
         **pruning: the :class:`cpd.prune.PruneConfig` options above.
 
     Raises:
@@ -119,7 +126,7 @@ class PruningHook(Hook):
     def __init__(self, prune_cfg: str | os.PathLike | None = None, continue_finetune: bool = True,
                  exclude: Sequence[str] = (), save_best: str | None = "main", rule: str = "greater",
                  out_dir: str | os.PathLike | None = None, latency: Mapping[str, Any] | None = None,
-                 **pruning: Any) -> None:
+                 calibration_dataloader: Mapping[str, Any] | None = None, **pruning: Any) -> None:
         try:
             self.config = PruneConfig.from_dict(pruning, aliases=PruneConfig.ALIASES)
         except ValueError as e:
@@ -153,6 +160,12 @@ class PruningHook(Hook):
         if self.latency is not None and not Path(self.latency.file).is_file():
             raise FileNotFoundError(f"PruningHook: latency.file={os.fspath(self.latency.file)!r} does not exist; "
                                     "build it with the pipeline's latency stage (cpd.prune.latency.profile_latency)")
+        if calibration_dataloader is not None and not (isinstance(calibration_dataloader, Mapping)
+                                                       and "dataset" in calibration_dataloader):
+            raise ValueError(f"PruningHook: calibration_dataloader={calibration_dataloader!r} must be a dataloader "
+                             "config with a 'dataset' (as val_dataloader is written), or None")
+        self.calibration_cfg = None if calibration_dataloader is None else dict(calibration_dataloader)
+        self.calibration: CalibrationBatches | None = None
         #: the dependency JSON (the original's ``prune_cfg``), or None.
         self.deps_path = None if prune_cfg is None else os.fspath(prune_cfg)
         self.continue_finetune = continue_finetune
@@ -218,6 +231,8 @@ class PruningHook(Hook):
         """Build the pruner (unless a resumed checkpoint did), hook the optimizer, finish what a checkpoint left due."""
         pruner = self._setup(runner)
         if not pruner.materialized:
+            if self.calibration_cfg is not None and self.calibration is None:
+                self.calibration = CalibrationBatches(runner, self.calibration_cfg)
             self._attach(runner)
         self._flush(runner)
 
@@ -238,9 +253,16 @@ class PruningHook(Hook):
 
     # -- every optimizer step -----------------------------------------------------------------------
     def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        """Add this step's gradients to the importance (they are gone by ``after_train_iter``)."""
-        if not self.pruner.done:
-            self.pruner.accumulate()
+        """Add this step's gradients to the importance (they are gone by ``after_train_iter``), or those of
+        the calibration batch of this step."""
+        pruner = self.pruner
+        if pruner.done:
+            return
+        if self.calibration is None:
+            pruner.accumulate()
+        else:
+            index = pruner.iteration
+            accumulate_on(pruner, lambda: self.calibration.loss(index), keep=self.calibration.model)
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         """Re-zero the masked slices; every ``interval`` steps, prune (one decision on every rank)."""

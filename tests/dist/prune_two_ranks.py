@@ -1,11 +1,12 @@
 """Prune the tiny model under DDP (CPU, gloo) and check every rank ends with the same plan and weights.
 
-    torchrun --nproc_per_node 2 tests/dist/prune_two_ranks.py OUT_DIR
+    torchrun --nproc_per_node 2 tests/dist/prune_two_ranks.py OUT_DIR [calibration]
 
 Each rank trains ``tests/mm_tiny.py``'s run (two pruning steps, the cut, then fine-tuning under a rebuilt
 DDP wrapper) with ``tools/train.py``'s launcher, writes ``OUT_DIR/rank<r>.json`` (plan, pruning history,
-a digest of the weights, what the wrapper and optimizer hold), and rank 0 compares them.  Exit code 0 only
-if the ranks agree; ``tests/test_mm_pruning_dist.py`` runs it.
+a digest of the weights, what the wrapper and optimizer hold), and rank 0 compares them.  With
+``calibration`` the importance is scored on the validation scenes (each rank its shard) instead.  Exit
+code 0 only if the ranks agree; ``tests/test_mm_pruning_dist.py`` runs it.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for mm_tiny
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, when not pip-installed
 
-from mm_tiny import HOOK, PRUNE_CONFIG, options  # noqa: E402
+from mm_tiny import HOOK, PRUNE_CONFIG, calibration_loader, options  # noqa: E402
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
@@ -40,11 +41,11 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def main(out: Path) -> int:
+def main(out: Path, calibration: bool = False) -> int:
     rank = int(os.environ["RANK"])
     data = write_mmseg_layout(out / f"digits-rank{rank}", n_train=16, n_val=8, seed=0)  # the same scenes on each
-    runner = train(PRUNE_CONFIG, out / "work", options(data, max_iters=MAX_ITERS, hooks=[dict(HOOK)]),
-                   launcher="pytorch")
+    hook = dict(HOOK, calibration_dataloader=calibration_loader(data)) if calibration else dict(HOOK)
+    runner = train(PRUNE_CONFIG, out / "work", options(data, max_iters=MAX_ITERS, hooks=[hook]), launcher="pytorch")
     hook = next(h for h in runner.hooks if isinstance(h, PruningHook))
     model = prune_target(runner.model)
     held = {id(p) for g in runner.optim_wrapper.optimizer.param_groups for p in g["params"]}
@@ -71,4 +72,4 @@ def main(out: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    sys.exit(main(Path(sys.argv[1]), calibration=sys.argv[2:] == ["calibration"]))
