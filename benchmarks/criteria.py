@@ -15,10 +15,10 @@ Two tasks, each an embedded default:
   (32x32, the larger of two digits; top-1).
 
     python benchmarks/criteria.py [--task seg|cls] [--seeds 0 1 2 3 4] [--baseline-steps N] [--prune-steps N]
-                                  [--tune-steps 200]
+                                  [--tune-steps 200] [--calibration N --results NAME]
 
 Writes benchmarks/results/criteria.json (seg) or criteria_cls.json (cls), and the matching section of
-docs/benchmarks.md.
+docs/benchmarks.md; with ``--results NAME``, benchmarks/results/NAME.json only.
 """
 from __future__ import annotations
 
@@ -176,17 +176,27 @@ def train_forward(model, x: torch.Tensor):
 def prune_run(bench: Bench, base, criterion: str, seed: int, data, args) -> dict:
     """Prune a copy of ``base`` to 50% of its parameters with ``criterion``; the metric after pruning and tuning."""
     from cpd.prune import PruneConfig, Pruner
+    from cpd.prune.calibration import accumulate_on
 
-    (xtr, ytr), (xte, yte) = data
+    (xtr, ytr), (xte, yte), (xca, yca) = data
     model = copy.deepcopy(base)
     interval = max(1, args.prune_steps // 10)
     cfg = PruneConfig(criterion=criterion, interval=interval, thresholds=(TARGET,), metric="params", seed=seed,
                       step_fraction=0.05)
     pruner = Pruner(model, (xtr[:2],), cfg, forward_fn=train_forward)
 
+    gen = torch.Generator().manual_seed(seed + 200)
+
+    def calibration_loss() -> torch.Tensor:
+        idx = torch.randint(0, len(xca), (32,), generator=gen)
+        return F.cross_entropy(bench.logits(model, xca[idx]), yca[idx])
+
     def on_step(when: str) -> bool:
         if when == "backward":
-            pruner.accumulate()
+            if args.calibration:
+                accumulate_on(pruner, calibration_loss)
+            else:
+                pruner.accumulate()
             return False
         pruner.step()
         return pruner.done
@@ -314,10 +324,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prune-steps", type=int, help="iteration budget of pruning; the interval is a tenth of it "
                     "(default: the task's: seg 100, cls 500, i.e. interval 50, the PruningHook's in the original work's "
                     "configs: the classifier's scores from 10 batches of 32 were too noisy to rank units)")
+    ap.add_argument("--calibration", type=int, default=0,
+                    help="score the importance on this many calibration scenes (new scenes of the training split's "
+                    "digits, never trained on; cpd.prune.calibration.accumulate_on) instead of the training "
+                    "batches (default 0: the training batches)")
     ap.add_argument("--tune-steps", type=int, default=200, help="fine-tuning iterations after the cut")
     ap.add_argument("--baseline", type=Path, help="the trained baseline's state dict (trained and saved when missing;"
                     " default benchmarks/results/<results>_baseline.pt)")
     ap.add_argument("--no-doc", action="store_true", help="write the results JSON only")
+    ap.add_argument("--results", help="write benchmarks/results/RESULTS.json instead of the task's results file "
+                    "(and no docs section): for a variant of the protocol, such as --calibration")
     ap.add_argument("--report", action="store_true",
                     help="run nothing: write the docs section again from the task's results JSON")
     args = ap.parse_args(argv)
@@ -333,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
-    data = (bench.scenes(args.train_scenes, "train", 0), bench.scenes(args.test_scenes, "val", 1))
+    data = (bench.scenes(args.train_scenes, "train", 0), bench.scenes(args.test_scenes, "val", 1),
+            bench.scenes(max(args.calibration, 1), "train", 2))
     base = baseline(bench, data, args)
     base_score = bench.score(base, *data[1])
     print(f"baseline {bench.metric} {base_score:.3f}", flush=True)
@@ -345,11 +362,11 @@ def main(argv: list[str] | None = None) -> int:
             print(row, flush=True)
     summary = summarize(rows, args.criteria, bench.key)
     paired = compare(rows, args.criteria, args.seeds, bench.key)
-    write_results(bench.results, {f"baseline_{bench.key}": base_score, "runs": rows, "summary": summary,
-                                  "paired": paired, "args": {k: str(v) if isinstance(v, Path) else v
-                                                             for k, v in vars(args).items()},
-                                  "machine": machine()})
-    if not args.no_doc:
+    saved_args = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    write_results(args.results or bench.results, {f"baseline_{bench.key}": base_score, "runs": rows,
+                                                   "summary": summary, "paired": paired, "args": saved_args,
+                                                   "machine": machine()})
+    if not args.no_doc and not args.results:
         update_section(bench.results, section(bench, base_score, summary, paired, args))
     return 0
 
