@@ -138,6 +138,12 @@ BENCHES = {
 }
 
 
+def batch_loss(bench: Bench, model, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Plain cross-entropy of a random batch of 32 of ``(x, y)``, drawn with ``gen``."""
+    idx = torch.randint(0, len(x), (32,), generator=gen)
+    return F.cross_entropy(bench.logits(model, x[idx]), y[idx])
+
+
 def train(bench: Bench, model, x, y, steps: int, lr: float, seed: int, warmup: int = 100, on_step=None) -> None:
     """AdamW (wd 0.05), linear warm-up then cosine, batch 32, plain cross-entropy."""
     gen = torch.Generator().manual_seed(seed)
@@ -148,8 +154,7 @@ def train(bench: Bench, model, x, y, steps: int, lr: float, seed: int, warmup: i
                                                                          max(steps - warmup, 1)))
         for group in opt.param_groups:
             group["lr"] = lr * scale
-        idx = torch.randint(0, len(x), (32,), generator=gen)
-        loss = F.cross_entropy(bench.logits(model, x[idx]), y[idx])
+        loss = batch_loss(bench, model, x, y, gen)
         opt.zero_grad()
         loss.backward()
         if on_step is not None:
@@ -178,7 +183,7 @@ def prune_run(bench: Bench, base, criterion: str, seed: int, data, args) -> dict
     from cpd.prune import PruneConfig, Pruner
     from cpd.prune.calibration import accumulate_on
 
-    (xtr, ytr), (xte, yte), (xca, yca) = data
+    (xtr, ytr), (xte, yte), calibration = data
     model = copy.deepcopy(base)
     interval = max(1, args.prune_steps // 10)
     cfg = PruneConfig(criterion=criterion, interval=interval, thresholds=(TARGET,), metric="params", seed=seed,
@@ -187,14 +192,10 @@ def prune_run(bench: Bench, base, criterion: str, seed: int, data, args) -> dict
 
     gen = torch.Generator().manual_seed(seed + 200)
 
-    def calibration_loss() -> torch.Tensor:
-        idx = torch.randint(0, len(xca), (32,), generator=gen)
-        return F.cross_entropy(bench.logits(model, xca[idx]), yca[idx])
-
     def on_step(when: str) -> bool:
         if when == "backward":
-            if args.calibration:
-                accumulate_on(pruner, calibration_loss)
+            if calibration is not None:
+                accumulate_on(pruner, lambda: batch_loss(bench, model, *calibration, gen))
             else:
                 pruner.accumulate()
             return False
@@ -350,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
     data = (bench.scenes(args.train_scenes, "train", 0), bench.scenes(args.test_scenes, "val", 1),
-            bench.scenes(max(args.calibration, 1), "train", 2))
+            bench.scenes(args.calibration, "train", 2) if args.calibration else None)
     base = baseline(bench, data, args)
     base_score = bench.score(base, *data[1])
     print(f"baseline {bench.metric} {base_score:.3f}", flush=True)

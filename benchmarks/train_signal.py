@@ -25,7 +25,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.criteria import BENCHES, build, train  # noqa: E402
+from benchmarks.criteria import BENCHES, batch_loss, build, train  # noqa: E402
 from benchmarks.report import machine, write_results  # noqa: E402
 
 
@@ -45,9 +45,8 @@ def gradient_signal(bench, model, x: torch.Tensor, y: torch.Tensor, batches: int
     model.train()
     total = 0.0
     for _ in range(batches):
-        idx = torch.randint(0, len(x), (32,), generator=gen)
         model.zero_grad()
-        F.cross_entropy(bench.logits(model, x[idx]), y[idx]).backward()
+        batch_loss(bench, model, x, y, gen).backward()
         total += sum(float((p.grad ** 2).sum()) for p in model.parameters() if p.grad is not None)
     model.zero_grad()
     return total / batches

@@ -23,9 +23,14 @@ from cpd.prune.pruner import Pruner
 
 @contextmanager
 def training_state_kept(model: nn.Module) -> Iterator[None]:
-    """Run the body, then give every parameter its gradient, every buffer its value and torch's, numpy's and
-    Python's random generators their states from before it."""
-    grads = [(p, None if p.grad is None else p.grad.clone()) for p in model.parameters()]
+    """Run the body with no parameter gradients, then give every parameter its gradient, every buffer its value
+    and torch's, numpy's and Python's random generators their states from before it.
+
+    The gradients are set aside, not copied: with ``grad`` None, a backward in the body makes new tensors.
+    """
+    grads = [(p, p.grad) for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = None
     buffers = [(b, b.clone()) for b in model.buffers()]
     cuda = torch.cuda.is_initialized()
     generators = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else None, np.random.get_state(),
@@ -68,8 +73,6 @@ def accumulate_on(pruner: Pruner, loss_fn: Callable[[], torch.Tensor], keep: nn.
         return None
     model = pruner.model if keep is None else keep
     with training_state_kept(model):
-        for p in model.parameters():
-            p.grad = None
         loss = loss_fn()
         if not (isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.requires_grad):
             raise ValueError("loss_fn must return a scalar tensor that needs a gradient (the calibration batch's "
