@@ -22,6 +22,23 @@ from cpd.prune.pruner import Pruner
 
 
 @contextmanager
+def random_state_kept() -> Iterator[None]:
+    """Run the body, then give torch's (CPU and CUDA), numpy's and Python's random generators their states from
+    before it: whatever it draws, the draws after it are those that would have come."""
+    cuda = torch.cuda.is_initialized()
+    generators = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else None, np.random.get_state(),
+                  random.getstate())
+    try:
+        yield
+    finally:
+        torch.set_rng_state(generators[0])
+        if cuda:
+            torch.cuda.set_rng_state_all(generators[1])
+        np.random.set_state(generators[2])
+        random.setstate(generators[3])
+
+
+@contextmanager
 def training_state_kept(model: nn.Module) -> Iterator[None]:
     """Run the body with no parameter gradients, then give every parameter its gradient, every buffer its value
     and torch's, numpy's and Python's random generators their states from before it.
@@ -32,22 +49,15 @@ def training_state_kept(model: nn.Module) -> Iterator[None]:
     for p in model.parameters():
         p.grad = None
     buffers = [(b, b.clone()) for b in model.buffers()]
-    cuda = torch.cuda.is_initialized()
-    generators = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else None, np.random.get_state(),
-                  random.getstate())
     try:
-        yield
+        with random_state_kept():
+            yield
     finally:
         with torch.no_grad():
             for p, g in grads:
                 p.grad = g
             for b, value in buffers:
                 b.copy_(value)
-        torch.set_rng_state(generators[0])
-        if cuda:
-            torch.cuda.set_rng_state_all(generators[1])
-        np.random.set_state(generators[2])
-        random.setstate(generators[3])
 
 
 def accumulate_on(pruner: Pruner, loss_fn: Callable[[], torch.Tensor], keep: nn.Module | None = None) -> float | None:
