@@ -65,6 +65,13 @@ def test_two_ranks_prune_a_classifier_and_a_detector_identically(tmp_path: Path,
     assert reports[0]["weights"] == reports[1]["weights"]
     assert all(r["wrapped"] and r["optimizer_holds_the_cut_params"] for r in reports)
     assert (tmp_path / "work" / "thr_0.4.pth").is_file()
+    if task == "classification":  # saved at iterations 2 and 4, the batch norms re-estimated on 3 batches
+        from cpd.prune import read_checkpoint
+
+        for name in ("thr_0.2.pth", "thr_0.4.pth"):
+            _, weights = read_checkpoint(tmp_path / "work" / name)
+            counts = {int(v) for k, v in weights.items() if k.endswith("num_batches_tracked")}
+            assert counts == {3}, (name, counts)
 
 
 def test_disagreeing_ranks_stop_the_run(monkeypatch: pytest.MonkeyPatch) -> None:

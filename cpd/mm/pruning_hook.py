@@ -22,7 +22,9 @@ Lifecycle:
    ``interval`` optimizer steps the least important units are masked (:class:`cpd.prune.Pruner`); the
    masked model computes what the cut model would, so shapes, the optimizer and DDP stay as they are.
 2. *Thresholds.*  When the sparsity reaches a threshold of ``save_sparsity_thr`` the cut model and its
-   plan are written to ``<work_dir>/thr_<x>.pth`` (see :mod:`cpd.mm.pruned`: loadable from the file alone).
+   plan are written to ``<work_dir>/thr_<x>.pth`` (see :mod:`cpd.mm.pruned`: loadable from the file alone);
+   with ``bn_batches``, its batch norm statistics are first re-estimated on that many training batches
+   (:mod:`cpd.mm.batch_norm`).
 3. *After the last threshold.*  ``continue_finetune=True``: the model is cut in place, the optimizer's
    parameters are swapped for the cut ones with their state sliced alike, the DDP wrapper is rebuilt,
    and training goes on with the structure fixed; after each validation the best pruned model by
@@ -39,6 +41,7 @@ removed the same units (:mod:`cpd.mm.dist_sync`).
 """
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -55,6 +58,7 @@ from cpd.combing import comb
 from cpd.files import DocKind
 from cpd.graph.deps_io import graph_to_dict, load_deps
 from cpd.graph.group import DependencyGraph
+from cpd.mm.batch_norm import reestimate_on_training_data_
 from cpd.mm.calibration import CalibrationBatches
 from cpd.mm.dist_sync import average_saliency_, check_same_, digest, removed_digest_input
 from cpd.mm.latency import LatencyOptions, hook_latency
@@ -63,6 +67,7 @@ from cpd.mm.rebuild import prune_target, remap_optimizer_, rewrap_, unwrap
 from cpd.mm.tasks import TASKS, Task, task_of
 from cpd.mm.tasks.base import INPUT_SIZE_ATTR
 from cpd.prune import PruneConfig, Pruner
+from cpd.prune.batch_norm import batch_norms
 from cpd.prune.calibration import accumulate_on
 from cpd.surgery import kept_slices
 
@@ -114,6 +119,10 @@ class PruningHook(Hook):
             training never sees): the importance is scored on its batches, one per optimizer step, instead
             of the training batches (:mod:`cpd.mm.calibration`); for a model that has memorised its training
             set, whose training gradients are next to nothing.  None (the default): the training batches.
+        bn_batches: re-estimate the batch norm statistics of every saved cut model on this many batches of
+            the run's training data (:mod:`cpd.mm.batch_norm`; the model trained on is left alone); 0 (the
+            default): save them as training left them, which right after a pruning step are the statistics
+            of the model before it.
         **pruning: the :class:`cpd.prune.PruneConfig` options above.
 
     Raises:
@@ -126,7 +135,8 @@ class PruningHook(Hook):
     def __init__(self, prune_cfg: str | os.PathLike | None = None, continue_finetune: bool = True,
                  exclude: Sequence[str] = (), save_best: str | None = "main", rule: str = "greater",
                  out_dir: str | os.PathLike | None = None, latency: Mapping[str, Any] | None = None,
-                 calibration_dataloader: Mapping[str, Any] | None = None, **pruning: Any) -> None:
+                 calibration_dataloader: Mapping[str, Any] | None = None, bn_batches: int = 0,
+                 **pruning: Any) -> None:
         try:
             self.config = PruneConfig.from_dict(pruning, aliases=PruneConfig.ALIASES)
         except ValueError as e:
@@ -165,6 +175,10 @@ class PruningHook(Hook):
             raise ValueError(f"PruningHook: calibration_dataloader={calibration_dataloader!r} must be a dataloader "
                              "config with a 'dataset' (as val_dataloader is written), or None")
         self.calibration_cfg = None if calibration_dataloader is None else dict(calibration_dataloader)
+        if isinstance(bn_batches, bool) or not isinstance(bn_batches, int) or bn_batches < 0:
+            raise ValueError(f"PruningHook: bn_batches={bn_batches!r} must be a whole number of training batches, "
+                             "0 or more (0: save the batch norm statistics as training left them)")
+        self.bn_batches = bn_batches
         self.calibration: CalibrationBatches | None = None
         #: the dependency JSON (the original's ``prune_cfg``), or None.
         self.deps_path = None if prune_cfg is None else os.fspath(prune_cfg)
@@ -323,8 +337,13 @@ class PruningHook(Hook):
             return
         if self.materialized:
             model, plan = prune_target(runner.model), self.plan
+            if self.bn_batches and batch_norms(model):
+                model = copy.deepcopy(model)
         else:
             model, plan = self.pruner.export()
+        if reestimate_on_training_data_(model, runner, self.bn_batches):
+            print_log(f"PruningHook: batch norm statistics of {name} re-estimated on {self.bn_batches} training "
+                      "batches", logger="current")
         cfg = runner.cfg
         distilling = isinstance(getattr(unwrap(runner.model), "student", None), torch.nn.Module)
         model_cfg = cfg.model.get("student") if distilling else cfg.model

@@ -179,7 +179,7 @@ def prune_config(base: Config, params: PruneParams, baseline: str | os.PathLike[
     with_loaders(cfg, params.batch_size, params.workers)
     with_checkpoints(cfg, -1)
     hook = dict(type="PruningHook", priority="LOWEST", prune_cfg=os.fspath(deps), continue_finetune=False,
-                save_best=None, out_dir=os.fspath(out_dir), **pruning.to_dict())
+                save_best=None, out_dir=os.fspath(out_dir), bn_batches=params.bn_batches, **pruning.to_dict())
     if pruning.metric == "latency":
         if latency is None:
             raise ValueError("prune.metric is 'latency': the prune config needs the latency model file")

@@ -229,6 +229,7 @@ class PruneParams(Section):
     metric: str = spec("params", pruning_option)
     round_to: int = spec(8, pruning_option)
     min_keep: float = spec(0.1, pruning_option)
+    bn_batches: int = spec(20, integer(0))
     kd: bool = spec(True, boolean)
     temperature: float = spec(2.0, real(0.0, low_open=True))
     alpha: float = spec(1.0, real(0.0))

@@ -3,7 +3,8 @@
     torchrun --nproc_per_node 2 tests/dist/prune_two_ranks_task.py {classification,detection} OUT_DIR
 
 As ``prune_two_ranks.py`` does for the segmentor: each rank trains the task's tiny run (two pruning steps,
-the cut, then fine-tuning under a rebuilt DDP wrapper) with ``tools/train.py``'s launcher, writes
+the cut, then fine-tuning under a rebuilt DDP wrapper; the classifier's saved models get their batch norms
+re-estimated) with ``tools/train.py``'s launcher, writes
 ``OUT_DIR/rank<r>.json`` (plan, pruning history, a digest of the parameters, what the wrapper and optimizer
 hold), and rank 0 compares them.  Exit code 0 only if the ranks agree; ``tests/test_mm_pruning_dist.py``
 runs it.
@@ -43,12 +44,14 @@ def parameters_digest(model: torch.nn.Module) -> str:
 def run(task: str, out: Path, rank: int):
     """Train the task's tiny run with the pruning hook under the pytorch launcher; return the runner."""
     if task == "classification":
-        from cls_tiny import CLS_CONFIG, cls_options
+        from cls_tiny import CLS_CONFIG, CLS_HOOK, cls_options
 
         from cpd.data.digit_pairs import write_mmpretrain_layout
 
         data = write_mmpretrain_layout(out / f"data-rank{rank}", n_train=32, n_val=8, seed=0)
-        return train(CLS_CONFIG, out / "work", cls_options(data, max_iters=MAX_ITERS), launcher="pytorch")
+        # the saved models' batch norms re-estimated on rank 0 alone (it saves them): no rank may wait on it
+        hooks = [dict(CLS_HOOK, bn_batches=3)]
+        return train(CLS_CONFIG, out / "work", cls_options(data, max_iters=MAX_ITERS, hooks=hooks), launcher="pytorch")
     from det_tiny import DET_CONFIG, det_options
 
     from cpd.data.digit_boxes import write_coco_layout
