@@ -121,3 +121,29 @@ def test_no_batch_and_failing_forward_leave_the_statistics_as_they_were() -> Non
         reestimate_batch_norm_(model, batches(2), forward=broken)
     assert all(torch.equal(b, saved[n]) for n, b in model.named_buffers())
     assert [m.momentum for m in batch_norms(model)] == momenta
+
+
+class FrozenStem(Residual):
+    """``train()`` leaves the stem's norm in eval mode, as a backbone's ``norm_eval=True`` does."""
+
+    def train(self, mode: bool = True) -> FrozenStem:
+        super().train(mode)
+        self.stem[1].eval()
+        return self
+
+
+def test_norms_that_training_keeps_frozen_keep_their_statistics() -> None:
+    model = FrozenStem()
+    frozen = model.stem[1]
+    with torch.no_grad():
+        frozen.running_mean.fill_(0.5)
+        frozen.running_var.fill_(2.0)
+    before = {n: b.clone() for n, b in frozen.named_buffers()}
+    assert reestimate_batch_norm_(model, batches(2)) == 2
+    assert all(torch.equal(b, before[n]) for n, b in frozen.named_buffers())
+    assert int(model.block[1].num_batches_tracked) == 2  # the others were re-estimated
+
+    all_frozen = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).eval()
+    all_frozen.train = lambda mode=True: all_frozen  # every norm stays in eval mode: nothing to estimate
+    calls = []
+    assert reestimate_batch_norm_(all_frozen, [], forward=lambda m, b: calls.append(b)) == 0
