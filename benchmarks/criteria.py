@@ -2,11 +2,12 @@
 
 For every criterion (hessian, group_fisher, obd, taylor, magnitude, random) and seed: start from the same
 trained baseline, prune iteratively while fine-tuning (importance accumulated over every batch of each
-interval) until 50% of the parameters are gone (every criterion lands on the target: see the schedule's
-landing), cut the model, and measure the task's metric right after pruning and after a short fine-tune. A
-plain PyTorch loop over in-memory scenes keeps the runs comparable and fast. Each seed seeds the pruning run
-(batches, the random criterion), so criteria are compared seed by seed (paired): the default criterion
-against each other one.
+interval) until 50% of the parameters (``--target``) are gone (every criterion lands on the target: see the
+schedule's landing), cut the model, and measure the task's metric right after pruning (for a model with
+batch norm, also on a copy whose batch norms are re-estimated on 20 training batches:
+``cpd.prune.reestimate_batch_norm_``) and after a short fine-tune.  A plain PyTorch loop over in-memory scenes
+keeps the runs comparable and fast.  Each seed seeds the pruning run (batches, the random criterion), so
+criteria are compared seed by seed (paired): the default criterion against each other one.
 
 Two tasks, each an embedded default:
 
@@ -14,8 +15,8 @@ Two tasks, each an embedded default:
 * ``cls``: the quarter-width CIFAR ResNet-18 of ``configs/embedded/resnet_digit_pairs.py`` on digit pairs
   (32x32, the larger of two digits; top-1).
 
-    python benchmarks/criteria.py [--task seg|cls] [--seeds 0 1 2 3 4] [--baseline-steps N] [--prune-steps N]
-                                  [--tune-steps 200] [--calibration N --results NAME]
+    python benchmarks/criteria.py [--task seg|cls] [--seeds 0 1 2 3 4] [--target 0.5] [--baseline-steps N]
+                                  [--prune-steps N] [--tune-steps 200] [--calibration N] [--results NAME]
 
 Writes benchmarks/results/criteria.json (seg) or criteria_cls.json (cls), and the matching section of
 docs/benchmarks.md; with ``--results NAME``, benchmarks/results/NAME.json only.
@@ -40,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 CRITERIA = ("hessian", "group_fisher", "obd", "taylor", "magnitude", "random")
 DEFAULT = "obd"  # the default criterion of cpd.prune.PruneConfig
-TARGET = 0.5
+TARGET = 0.5  # the share of the parameters removed, unless --target says otherwise
+BN_BATCHES = 20  # training batches of 32 that re-estimate the batch norm statistics after the cut
 
 
 def seg_scenes(n: int, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,7 +188,7 @@ def prune_run(bench: Bench, base, criterion: str, seed: int, data, args) -> dict
     (xtr, ytr), (xte, yte), calibration = data
     model = copy.deepcopy(base)
     interval = max(1, args.prune_steps // 10)
-    cfg = PruneConfig(criterion=criterion, interval=interval, thresholds=(TARGET,), metric="params", seed=seed,
+    cfg = PruneConfig(criterion=criterion, interval=interval, thresholds=(args.target,), metric="params", seed=seed,
                       step_fraction=0.05)
     pruner = Pruner(model, (xtr[:2],), cfg, forward_fn=train_forward)
 
@@ -207,20 +209,44 @@ def prune_run(bench: Bench, base, criterion: str, seed: int, data, args) -> dict
     train(bench, model, xtr, ytr, steps=args.prune_steps * 4, lr=5e-4, seed=seed, warmup=1, on_step=on_step)
     pruner.materialize_()
     pruned = bench.score(model, xte, yte)
+    pruned_bn = bn_reestimated_score(bench, model, xtr, xte, yte, seed)
     train(bench, model, xtr, ytr, steps=args.tune_steps, lr=5e-4, seed=seed + 100, warmup=1)
     tuned = bench.score(model, xte, yte)
     params = sum(p.numel() for p in model.parameters())
     return {"criterion": criterion, "seed": seed, "sparsity": pruner.sparsity, "params": params,
-            f"{bench.key}_pruned": pruned, f"{bench.key}_tuned": tuned, "seconds": time.perf_counter() - t0}
+            f"{bench.key}_pruned": pruned, f"{bench.key}_tuned": tuned, "seconds": time.perf_counter() - t0,
+            **({} if pruned_bn is None else {f"{bench.key}_pruned_bn": pruned_bn})}
+
+
+def bn_reestimated_score(bench: Bench, model, xtr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
+                         seed: int) -> float | None:
+    """The metric of a copy of the cut ``model`` whose batch norms are re-estimated on ``BN_BATCHES`` training
+    batches (None for a model without batch norm); ``model`` itself is left as it is."""
+    from cpd.prune.batch_norm import batch_norms, reestimate_batch_norm_
+
+    if not batch_norms(model):
+        return None
+    copy_ = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed + 300)
+    batches = [xtr[torch.randint(0, len(xtr), (32,), generator=gen)] for _ in range(BN_BATCHES)]
+    reestimate_batch_norm_(copy_, batches, forward=bench.logits)
+    return bench.score(copy_, xte, yte)
+
+
+def stages(rows: list[dict], key: str) -> list[tuple[str, str]]:
+    """(field, name) of the metric's measurements every row holds: after pruning, with the batch norms
+    re-estimated after pruning (models with batch norm), after tuning."""
+    fields = [(f"{key}_pruned", "pruned"), (f"{key}_pruned_bn", "pruned_bn"), (f"{key}_tuned", "tuned")]
+    return [(f, n) for f, n in fields if all(f in r for r in rows)]
 
 
 def summarize(rows: list[dict], criteria: list[str], key: str) -> dict[str, dict[str, tuple[float, float]]]:
-    """Per criterion: (mean, standard deviation) over seeds of the metric after pruning, after tuning, sparsity."""
+    """Per criterion: (mean, standard deviation) over seeds of the sparsity and of each measurement."""
     out = {}
     for criterion in criteria:
         rs = [r for r in rows if r["criterion"] == criterion]
         out[criterion] = {k: (statistics.mean(r[k] for r in rs), statistics.stdev(r[k] for r in rs) if len(rs) > 1
-                              else 0.0) for k in (f"{key}_pruned", f"{key}_tuned", "sparsity")}
+                              else 0.0) for k in [f for f, _ in stages(rows, key)] + ["sparsity"]}
     return out
 
 
@@ -234,7 +260,7 @@ def compare(rows: list[dict], criteria: list[str], seeds: list[int], key: str) -
         if c == DEFAULT:
             continue
         entry: dict = {"n": len(seeds)}
-        for field_, name in ((f"{key}_pruned", "pruned"), (f"{key}_tuned", "tuned")):
+        for field_, name in stages(rows, key):
             diffs = [by[(DEFAULT, s)][field_] - by[(c, s)][field_] for s in seeds]
             entry[name] = {"mean": statistics.mean(diffs), "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
                            "wins": sum(d > 0 for d in diffs), "diffs": diffs}
@@ -262,15 +288,24 @@ def section(bench: Bench, base_score: float, summary: dict, paired: dict, args, 
     from benchmarks.report import machine
 
     k, m = bench.key, bench.metric
-    table = "\n".join(
-        f"| {c} | {s['sparsity'][0]:.4f} ± {s['sparsity'][1]:.4f} | {s[k + '_pruned'][0]:.3f} ± "
-        f"{s[k + '_pruned'][1]:.3f} | {s[k + '_tuned'][0]:.3f} ± {s[k + '_tuned'][1]:.3f} |"
-        for c, s in summary.items())
-    pairs = "\n".join(
-        f"| {DEFAULT} − {c} | {p['pruned']['mean']:+.3f} ± {p['pruned']['std']:.3f} | {p['pruned']['wins']}/{p['n']} | "
-        f"{p['tuned']['mean']:+.3f} ± {p['tuned']['std']:.3f} | {p['tuned']['wins']}/{p['n']} |"
+    names = {"pruned": f"{m} after pruning", "pruned_bn": f"{m} after pruning, batch norms re-estimated",
+             "tuned": f"{m} after short fine-tune"}
+    shown = [n for n in names if f"{k}_{n}" in next(iter(summary.values()))]
+    table = "\n".join(f"| {c} | {s['sparsity'][0]:.4f} ± {s['sparsity'][1]:.4f} | " + " | ".join(
+        f"{s[f'{k}_{n}'][0]:.3f} ± {s[f'{k}_{n}'][1]:.3f}" for n in shown) + " |" for c, s in summary.items())
+    pairs = "\n".join(f"| {DEFAULT} − {c} | " + " | ".join(
+        f"{p[n]['mean']:+.3f} ± {p[n]['std']:.3f} | {p[n]['wins']}/{p['n']}" for n in shown) + " |"
         for c, p in paired.items())
-    command = "python benchmarks/criteria.py" + ("" if bench.name == "seg" else f" --task {bench.name}")
+    head = "| criterion | params sparsity reached | " + " | ".join(names[n] for n in shown) + " |\n|---|---|" + \
+        "---|" * len(shown)
+    pair_head = "| pair | " + " | ".join(f"{names[n][len(m) + 1:]} | ahead" for n in shown) + " |\n|---|" + \
+        "---|---|" * len(shown)
+    target = getattr(args, "target", TARGET)
+    bn = "" if "pruned_bn" not in shown else (
+        f" (and with every batch norm's running statistics re-estimated on {BN_BATCHES} training batches of 32, no "
+        "weight changed: `cpd.prune.batch_norm.reestimate_batch_norm_`)")
+    command = "python benchmarks/criteria.py" + ("" if bench.name == "seg" else f" --task {bench.name}") + \
+        ("" if target == TARGET else f" --target {target}")
     resolution = ""
     if k == "top1":  # a proportion: say what one figure's sampling error is, so seed-by-seed gaps can be read
         error = math.sqrt(base_score * (1 - base_score) / args.test_scenes)
@@ -279,20 +314,18 @@ def section(bench: Bench, base_score: float, summary: dict, paired: dict, args, 
 ## Importance criteria, {bench.name} (`{command}`)
 
 {bench.title} (baseline {m} {base_score:.3f} after {args.baseline_steps} steps on {args.train_scenes}
-scenes), pruned to {TARGET:.0%} of its parameters while fine-tuning ({args.prune_steps}-iteration budget, a pruning step
-every {max(1, args.prune_steps // 10)} iterations, importance over every batch of each interval), then cut; {m} on {args.test_scenes} held-out scenes right after the cut and
+scenes), {target:.0%} of its parameters pruned while fine-tuning ({args.prune_steps}-iteration budget, a pruning step
+every {max(1, args.prune_steps // 10)} iterations, importance over every batch of each interval), then cut; {m} on {args.test_scenes} held-out scenes right after the cut{bn} and
 after {args.tune_steps} more fine-tuning iterations. Mean ± standard deviation over seeds {args.seeds};
 {where or machine()}.
 
-| criterion | params sparsity reached | {m} after pruning | {m} after short fine-tune |
-|---|---|---|---|
+{head}
 {table}
 
 Paired by seed (same batches): the default criterion's {m} minus each other's, mean ± standard deviation of
 the differences, and on how many seeds the default is ahead.{resolution}
 
-| pair | after pruning | ahead | after fine-tune | ahead |
-|---|---|---|---|---|
+{pair_head}
 {pairs}
 """
 
@@ -318,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", choices=list(BENCHES), default="seg")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--criteria", nargs="+", default=list(CRITERIA))
+    ap.add_argument("--target", type=float, default=TARGET, help="share of the parameters removed (default 0.5)")
     ap.add_argument("--train-scenes", type=int, help="default: the task's (seg 6000, cls 1000: few, so that the baseline stays well short of 100%% top-1)")
     ap.add_argument("--test-scenes", type=int, help="default: the task's (seg 500, cls 10000)")
     ap.add_argument("--baseline-steps", type=int, help="default: the task's (seg 2600, cls 1500)")

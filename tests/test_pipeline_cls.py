@@ -101,3 +101,14 @@ def test_export_and_summary_carry_the_classifiers_metric(repo: Path) -> None:
     assert header.split(",")[:3] == ["model", "sparsity", "top1"]
     shown = json.loads(run(repo, "dvc", "metrics", "show", "--json").stdout)
     assert "top1_drop" in json.dumps(shown)
+
+
+def test_the_saved_pruned_models_carry_batch_norm_statistics_of_the_cut_model(repo: Path) -> None:
+    from cpd.prune import read_checkpoint
+
+    batches = yaml.safe_load((repo / "params.yaml").read_text())["prune"]["bn_batches"]
+    assert batches == 20
+    for name in ("thr_0.2.pth", "thr_0.4.pth"):  # saved at iterations 2 and 4: re-estimated, not stale
+        _, weights = read_checkpoint(repo / "outputs" / "prune" / name)
+        counts = {int(v) for k, v in weights.items() if k.endswith("num_batches_tracked")}
+        assert counts == {batches}, (name, counts)
