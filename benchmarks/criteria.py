@@ -1,4 +1,4 @@
-"""Which importance criterion keeps the most accuracy?  Both embedded tasks, 50% of parameters removed.
+"""Which importance criterion keeps the most accuracy?  Both embedded tasks, 50% of parameters removed (``--target``).
 
 For every criterion (hessian, group_fisher, obd, taylor, magnitude, random) and seed: start from the same
 trained baseline, prune iteratively while fine-tuning (importance accumulated over every batch of each
@@ -19,7 +19,8 @@ Two tasks, each an embedded default:
                                   [--prune-steps N] [--tune-steps 200] [--calibration N] [--results NAME]
 
 Writes benchmarks/results/criteria.json (seg) or criteria_cls.json (cls), and the matching section of
-docs/benchmarks.md; with ``--results NAME``, benchmarks/results/NAME.json only.
+docs/benchmarks.md; with ``--results NAME``, benchmarks/results/NAME.json only (``--report NAME`` then writes its
+section, named NAME).
 """
 from __future__ import annotations
 
@@ -305,7 +306,8 @@ def section(bench: Bench, base_score: float, summary: dict, paired: dict, args, 
         f" (and with every batch norm's running statistics re-estimated on {BN_BATCHES} training batches of 32, no "
         "weight changed: `cpd.prune.batch_norm.reestimate_batch_norm_`)")
     command = "python benchmarks/criteria.py" + ("" if bench.name == "seg" else f" --task {bench.name}") + \
-        ("" if target == TARGET else f" --target {target}")
+        ("" if target == TARGET else f" --target {target}") + \
+        (f" --results {args.results}" if getattr(args, "results", None) else "")
     resolution = ""
     if k == "top1":  # a proportion: say what one figure's sampling error is, so seed-by-seed gaps can be read
         error = math.sqrt(base_score * (1 - base_score) / args.test_scenes)
@@ -330,19 +332,23 @@ the differences, and on how many seeds the default is ahead.{resolution}
 """
 
 
-def report(bench: Bench) -> int:
-    """Write the task's docs/benchmarks.md section from its results JSON (the pairs against today's default)."""
+def report(bench: Bench, name: str | None = None) -> int:
+    """Write the docs/benchmarks.md section of a results JSON (the pairs against today's default): the task's,
+    or ``name``'s (a ``--results NAME`` run), in a section of that name."""
     import json
 
     from benchmarks.report import update_section
 
-    saved = json.loads((ROOT / "benchmarks" / "results" / f"{bench.results}.json").read_text())
+    name = name or bench.results
+    path = ROOT / "benchmarks" / "results" / f"{name}.json"
+    if not path.exists():
+        raise SystemExit(f"--report: {path} does not exist (run the benchmark with --results {name} first)")
+    saved = json.loads(path.read_text())
     args = argparse.Namespace(**saved["args"])
     criteria = list(dict.fromkeys(r["criterion"] for r in saved["runs"]))
     summary = summarize(saved["runs"], criteria, bench.key)
     paired = compare(saved["runs"], criteria, args.seeds, bench.key)
-    update_section(bench.results, section(bench, saved[f"baseline_{bench.key}"], summary, paired, args,
-                                          saved.get("machine")))
+    update_section(name, section(bench, saved[f"baseline_{bench.key}"], summary, paired, args, saved.get("machine")))
     return 0
 
 
@@ -369,12 +375,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-doc", action="store_true", help="write the results JSON only")
     ap.add_argument("--results", help="write benchmarks/results/RESULTS.json instead of the task's results file "
                     "(and no docs section): for a variant of the protocol, such as --calibration")
-    ap.add_argument("--report", action="store_true",
-                    help="run nothing: write the docs section again from the task's results JSON")
+    ap.add_argument("--report", nargs="?", const="", metavar="NAME",
+                    help="run nothing: write the docs section again from the task's results JSON, or from "
+                    "benchmarks/results/NAME.json into a section named NAME")
     args = ap.parse_args(argv)
     bench = BENCHES[args.task]
-    if args.report:
-        return report(bench)
+    if args.report is not None:
+        return report(bench, args.report or None)
     for name, value in bench.defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
