@@ -236,7 +236,7 @@ CASES = [
     Case("params-zero-iters", "`train.max_iters: 0`", "`read_section('train')`",
          lambda t: read_params(t, "train", "max_iters: 2000", "max_iters: 0")),
     Case("params-negative-lr", "`distill.lr: -0.001`", "`read_section('distill')`",
-         lambda t: read_params(t, "distill", "lr: 5.0e-4             # warm-up", "lr: -0.001  # warm-up")),
+         lambda t: read_params(t, "distill", "lr: 8.0e-3             # peak", "lr: -0.001  # peak")),
     Case("params-folder-without-root", "`data.source: folder` with `root: null`", "`read_section('data')`",
          lambda t: read_params(t, "data", "source: digit_mosaic", "source: folder")),
     Case("params-size-one-number", "`comb.size: [64]`", "`read_section('comb')`",
