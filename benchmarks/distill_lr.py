@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(need).exists():
             raise SystemExit(f"{need} is missing: run this in a pipeline checkout after `dvc repro prune`")
     from cpd.pipeline.params import read_section
+    from cpd.pipeline.stage import limit_threads
 
+    limit_threads()  # the runs' thread count (they inherit it), so that machine() names it
     params = read_section("distill")
     prune = json.loads(Path("metrics/prune.json").read_text())
     runs, start = [], time.perf_counter()
