@@ -276,7 +276,7 @@ class DistillParams(Section):
     NAME = "distill"
     max_iters: int = spec(500, integer(1))
     val_interval: int = spec(250, integer(1))
-    lr: float = spec(5e-4, real(0.0, low_open=True))
+    lr: float = spec(8e-3, real(0.0, low_open=True))
     warmup_iters: int = spec(20, integer(0))
     temperature: float = spec(2.0, real(0.0, low_open=True))
     alpha: float = spec(1.0, real(0.0))
