@@ -5,9 +5,9 @@
 
 Run in a pipeline checkout after ``dvc repro prune`` (any ``prune`` params): it reads ``outputs/train`` (the
 baseline and its config), ``outputs/prune/pruned.pth`` and ``metrics/prune.json``, and the ``distill`` section of
-params.yaml.  For every learning rate and seed it runs what the distill stage runs (``cpd.mm.recipe.distill_config``
-and ``cpd.mm.launch.run_config``: the same iterations, warm-up, cosine decay, temperature and weight, with
-``distill.lr`` and ``distill.seed`` replaced), each in a process of its own, into a scratch folder, and reads
+params.yaml.  For every learning rate and seed it runs what the distill stage runs (``stages.distill.distill``:
+the same iterations, warm-up, cosine decay, temperature and weight, with ``distill.lr`` and ``distill.seed``
+replaced), each in a process of its own, into a scratch folder, and reads
 the validation mIoU the run logged at its last iteration.  Writes benchmarks/results/distill_lr.json and the
 ``distill-lr`` section of docs/benchmarks.md.
 """
@@ -30,25 +30,11 @@ RESULTS = "distill_lr"
 
 def distill_once(lr: float, seed: int, out: Path) -> None:
     """The distill stage's run at ``lr`` and ``seed`` (the rest from params.yaml), into ``out``."""
-    from cpd.mm import load_config
-    from cpd.mm.console import quiet_console
-    from cpd.mm.launch import run_config
-    from cpd.mm.recipe import distill_config
     from cpd.pipeline.params import read_section
-    from cpd.pipeline.stage import limit_threads
+    from stages.distill import distill
 
-    limit_threads()  # as the stage does
-    quiet_console()
     params = dataclasses.replace(read_section("distill"), lr=lr, seed=seed)
-    train = Path("outputs/train")
-    cfg = distill_config(load_config(train / "config.py"), params, train / "baseline.pth",
-                         Path("outputs/prune/pruned.pth"), out / "work", out / "dvclive")
-    run_config(cfg, params.gpus)
-
-
-def last_miou(out: Path) -> float:
-    """The validation mIoU (0-1) that a run into ``out`` logged last."""
-    return json.loads((out / "dvclive" / "metrics.json").read_text())["val"]["mIoU"] / 100.0
+    distill(params, Path("outputs/train"), Path("outputs/prune/pruned.pth"), out)
 
 
 def section(data: dict) -> str:
@@ -98,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{need} is missing: run this in a pipeline checkout after `dvc repro prune`")
     from cpd.pipeline.params import read_section
     from cpd.pipeline.stage import limit_threads
+    from stages.train import last_val
 
     limit_threads()  # the runs' thread count (they inherit it), so that machine() names it
     params = read_section("distill")
@@ -109,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = Path(tmp) / f"lr{lr:g}_s{seed}"
                 subprocess.run([sys.executable, str(Path(__file__).resolve()), "--one", str(lr), str(seed),
                                 str(out)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                runs.append({"lr": lr, "seed": seed, "miou": last_miou(out)})
+                runs.append({"lr": lr, "seed": seed, "miou": last_val(out / "dvclive")["val_mIoU"]})
                 print(runs[-1], flush=True)
     data = {"baseline_miou": json.loads(Path("metrics/train.json").read_text())["val_mIoU"], "runs": runs,
             "lrs": args.lrs, "seeds": args.seeds, "iters": params.max_iters, "warmup_iters": params.warmup_iters,

@@ -33,24 +33,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def work(args: argparse.Namespace) -> None:
-    """Validate the params, then distill."""
-    params: DistillParams = read_section(STAGE)
+def distill(params: DistillParams, train: Path, pruned: Path, out: Path) -> None:
+    """Distill the pruned model ``pruned`` from ``train``'s baseline with ``params``: mmengine's work dir is
+    ``out/work`` (``iter_<max_iters>.pth``), DVCLive's ``out/dvclive``."""
     from cpd.mm import load_config
     from cpd.mm.console import quiet_console
-    from cpd.mm.evaluation import save_student
     from cpd.mm.launch import run_config
     from cpd.mm.recipe import distill_config
 
     quiet_console()  # mmengine's environment and config dumps go to the log files only
-
-    train, pruned, out = Path(args.train_dir), Path(args.prune_dir) / "pruned.pth", Path(args.out_dir)
     cfg = distill_config(load_config(train / "config.py"), params, train / "baseline.pth", pruned,
                          out / "work", out / "dvclive")
+    run_config(cfg, params.gpus)
+
+
+def work(args: argparse.Namespace) -> None:
+    """Validate the params, then distill."""
+    params: DistillParams = read_section(STAGE)
+    from cpd.mm.evaluation import save_student
+
+    train, pruned, out = Path(args.train_dir), Path(args.prune_dir) / "pruned.pth", Path(args.out_dir)
     log(STAGE, f"distilling {pruned} for {params.max_iters} iterations (T={params.temperature}, "
                f"alpha={params.alpha}, lr {params.lr})")
     start = time.perf_counter()
-    run_config(cfg, params.gpus)
+    distill(params, train, pruned, out)
     model = save_student(out / "work" / f"iter_{params.max_iters}.pth", pruned, out / "student.pth")
     metrics = {"iters": params.max_iters, "seconds": round(time.perf_counter() - start, 1),
                "params": sum(p.numel() for p in model.parameters())}
