@@ -31,7 +31,8 @@ class LineView:
     Attributes:
         predicted: the line's latency sparsity of a cut (``{group: dead per unit}``), uncorrected.
         by_costs: the curves' latency sparsity of the same cut.
-        correction: what predictions are scaled by (the pruner's measured over predicted).
+        estimate: the pruner's estimate of a cut's sparsity (its last measurement plus the corrected
+            predicted difference).
         landing: how far past the threshold a pick may land.
         before_any_cut: the line's saving over the curves' on the profile's joint cuts
             (``info["line_over_curves"]``), the scale while the cut so far saves (next to) nothing.
@@ -39,13 +40,13 @@ class LineView:
 
     predicted: Callable[[Dead], float]
     by_costs: Callable[[Dead], float]
-    correction: float
+    estimate: Callable[[Dead], float]
     landing: float
     before_any_cut: float = 1.0
 
     def lands(self, dead: Dead, threshold: float) -> bool:
-        """The corrected prediction of ``dead`` is within ``landing`` of ``threshold``."""
-        return self.correction * self.predicted(dead) <= threshold + self.landing
+        """The estimate of ``dead`` is within ``landing`` of ``threshold``."""
+        return self.estimate(dead) <= threshold + self.landing
 
 
 def line_scale(view: LineView, dead: Dead) -> float:

@@ -23,16 +23,22 @@ Pruning steps: see :mod:`cpd.prune.schedule` for which units go and :class:`Prun
 ``metric="latency"``: the cost of each unit comes from a measured
 :class:`~cpd.importance.latency.LatencyModel` (:func:`cpd.prune.latency.profile_latency`), and with a
 ``measure`` callback the whole cut model is re-measured after every pruning step: the sparsity reported is
-``1 - measured / baseline``.  After each measurement the prediction is scaled by the *correction*: the
-least-squares factor (through zero) of every measured sparsity of the run over its prediction, so one noisy
-timing moves it little.  A step short of its goal, or more than ``OVERSHOOT`` past the next threshold, is
-timed once more first (a single timing on a loaded machine is often off by more than either margin), and
-the mean of the two decides; a step still short prunes on, one still past gives its removals back and takes
-again, up to ``MAX_CORRECTIONS`` times.  A step that reaches a threshold is timed twice too, and the mean of
-the two decides whether it did: accepting a crossing on its first timing while re-timing every shortfall
-would stop on the first timing that happens to read fast (optional stopping), and the model saved at the
-threshold would be slower than the run reports.  Every measurement is recorded (``pruner.checks``, the plan's
-summary) with the prediction beside it.
+``1 - measured / baseline``. A measured cut is the anchor of every later estimate: the estimate of another cut
+is the anchor's measured sparsity plus the predicted difference, scaled by the *correction* (the least-squares
+factor, through zero, of every measured sparsity of the run over its prediction, so one noisy timing moves it
+little). The prediction only prices what a step adds, so a latency model whose shape is wrong (one that
+credits channels with the MACs they save, where the time goes to attention heads) cannot make the pruner
+believe a cut it has just measured short reaches its goal. A step short of its goal, or more than
+``OVERSHOOT`` past the next threshold, is timed once more first (a single timing on a loaded machine is often
+off by more than either margin), and the mean of the two decides; a step still short prunes on, one still past
+gives its removals back and takes again, up to ``MAX_CORRECTIONS`` times. A retake that is the same cut keeps
+it: no smaller removal reaches the goal (one head of a two-head layer saves more than the distance to the
+threshold), and the step crosses every threshold it passes; a step whose every cut that reached the goal went
+past, and whose re-takes fell short, keeps the least of those past cuts, timed once more. A step that reaches a
+threshold is timed twice too, and the mean of the two decides whether it did: accepting a crossing on its first timing while re-timing
+every shortfall would stop on the first timing that happens to read fast (optional stopping), and the model
+saved at the threshold would be slower than the run reports. Every measurement is recorded (``pruner.checks``,
+the plan's summary) with the prediction beside it.
 
 A latency model with a *MACs line* (``macs_line``, fitted on whole-model cuts) predicts with it: the
 sparsity of a cut is ``b * s``, ``s`` the share of the deployed graph's counted MACs it saves
@@ -158,6 +164,8 @@ class Pruner:
         #: group id -> why it may lose no more units (its cut broke the model at some step).
         self.frozen: dict[int, str] = {}
         self.history: list[PruneEvent] = []
+        #: (predicted, measured sparsity) of the last cut the step knows the sparsity of (see ``estimate``)
+        self._anchor = (0.0, 0.0)
         self.materialized = False
         self._pre_prune_hooks: OrderedDict[int, Callable[[SaliencyAccumulator], None]] = OrderedDict()
         self.masks.attach()
@@ -267,26 +275,12 @@ class Pruner:
         scores = self.scores()
         start = self.masks.removed()
         threshold = upcoming[0] if upcoming else None
-        timed = self.measure_fn is not None
+        self._anchor = (self._predicted() if self.latency is not None else 0.0, before)
         self._guarded_fill(goal, scores, start, threshold)
-        self.sparsity = self.measure(goal if timed else None)
-        repeated = False
-        for _ in range(2 * MAX_CORRECTIONS + 1 if timed else 0):
-            over = threshold is not None and self.sparsity > threshold + OVERSHOOT
-            crossing = threshold is not None and self.sparsity >= threshold - self.slack
-            if not over and (self.sparsity >= goal - self.slack or self.exhausted) and (repeated or not crossing):
-                break
-            if not repeated:  # one timing may be a spike: time the same model again, the mean decides
-                self.sparsity = 0.5 * (self.sparsity + self.measure(goal))
-                self.checks[-1]["decided"] = self.sparsity  # what the step goes on from: the mean of the two
-                repeated = True
-                continue
-            repeated = False
-            if over:  # give this step's removals back and take again with the corrected prediction
-                self.masks.set_({g: np.isin(np.arange(d.size), start.get(g, [])) for g, d in self.masks.dead.items()})
-                self.exhausted = False
-            self._guarded_fill(goal, scores, start, threshold)
-            self.sparsity = self.measure(goal)
+        if self.measure_fn is None:
+            self.sparsity = self.measure()
+        else:
+            self._timed_step(goal, scores, start, threshold)
         self.saliency.reset()
         crossed = tuple(t for t in upcoming if t <= self.sparsity + self.slack)
         self.reached.extend(crossed)
@@ -295,6 +289,53 @@ class Pruner:
                            predicted)
         self.history.append(event)
         return event
+
+    def _timed_step(self, goal: float, scores: Mapping[int, np.ndarray], start: Mapping[int, list[int]],
+                    threshold: float | None) -> None:
+        """Time the step's cut and correct it until the timings say it reaches ``goal`` without going more
+        than ``OVERSHOOT`` past ``threshold`` (see the module docstring); ``self.sparsity`` is then what the
+        timings decided.  A step whose every cut that reached the goal went past, and whose retakes fell
+        short, keeps the least of those past cuts (a removal it cannot take in part), timed once more."""
+        start_anchor = self._anchor
+        past: list[tuple[float, dict[int, list[int]], tuple[float, float]]] = []  # decided, removed, anchor
+        self.sparsity = self.measure(goal)
+        repeated = False
+        for _ in range(2 * MAX_CORRECTIONS + 1):
+            over = threshold is not None and self.sparsity > threshold + OVERSHOOT
+            crossing = threshold is not None and self.sparsity >= threshold - self.slack
+            if not over and (self.sparsity >= goal - self.slack or self.exhausted) and (repeated or not crossing):
+                return
+            if not repeated:  # one timing may be a spike: time the same model again, the mean decides
+                self.sparsity = 0.5 * (self.sparsity + self.measure(goal))
+                self.checks[-1]["decided"] = self.sparsity  # what the step goes on from: the mean of the two
+                self._anchor = (self._anchor[0], self.sparsity)
+                repeated = True
+                continue
+            repeated = False
+            if over:  # give this step's removals back and take again from the cut the step started at
+                taken = self._step_removals(start)
+                past.append((self.sparsity, self.masks.removed(), self._anchor))
+                self._set_removed(start)
+                self._anchor, self.exhausted = start_anchor, False
+                self._guarded_fill(goal, scores, start, threshold)
+                if self._step_removals(start) == taken:  # nothing smaller reaches the goal: keep the cut
+                    self.sparsity, _, self._anchor = past[-1]
+                    return
+            else:
+                self._guarded_fill(goal, scores, start, threshold)
+            self.sparsity = self.measure(goal)
+        if past and self.sparsity < goal - self.slack:
+            decided, removed, self._anchor = min(past, key=lambda p: p[0])
+            self._set_removed(removed)
+            self.exhausted = False
+            # timed once more, so that the last measurement is of the model kept; its two timings count twice
+            self.sparsity = (2.0 * decided + self.measure(goal)) / 3.0
+            self.checks[-1]["decided"] = self.sparsity
+            self._anchor = (self._anchor[0], self.sparsity)
+
+    def _set_removed(self, removed: Mapping[int, Sequence[int]]) -> None:
+        """Make the masks exactly ``removed`` (``{group: dead units}``)."""
+        self.masks.set_({g: np.isin(np.arange(d.size), removed.get(g, [])) for g, d in self.masks.dead.items()})
 
     def _guarded_fill(self, goal: float, scores: Mapping[int, np.ndarray], start: Mapping[int, list[int]],
                       threshold: float | None) -> None:
@@ -320,6 +361,13 @@ class Pruner:
             return self.line(removed_of(dead))
         return self._by_costs(dead)
 
+    def estimate(self, dead: Mapping[int, np.ndarray] | None = None) -> float:
+        """The sparsity of a cut (``{group: dead per unit}``; default: the masks) in the metric the fill
+        rounds steer by: the anchor's (the last cut whose sparsity is known: measured, or the step's start)
+        plus the predicted difference, scaled by the correction."""
+        predicted, known = self._anchor
+        return known + self.correction * (self._predicted(dead) - predicted)
+
     def _by_costs(self, dead: Mapping[int, np.ndarray]) -> float:
         return 1.0 - self.costs.total(dead, self.config.metric) / self.original
 
@@ -343,7 +391,7 @@ class Pruner:
         scale = self.original / self.correction
         for _ in range(MAX_ROUNDS):
             dead = self.masks.dead
-            now = self.correction * self._predicted(dead)
+            now = self.estimate(dead) if self.latency is not None else self._predicted(dead)
             view = self._view() if self.line is not None else None
             line = 1.0 if view is None else line_scale(view, dead)  # the costs are the curves', the sparsity the line's
             need = (goal - now) * scale
@@ -372,7 +420,7 @@ class Pruner:
 
     def _view(self) -> LineView:
         """How a pick is judged under the MACs line (see :mod:`cpd.prune.line_pick`)."""
-        return LineView(self._predicted, self._by_costs, self.correction, LANDING,
+        return LineView(self._predicted, self._by_costs, self.estimate, LANDING,
                         float(self.latency.info.get("line_over_curves", 1.0)))
 
     def _step_removals(self, start: Mapping[int, list[int]]) -> dict[int, list[int]]:
@@ -392,6 +440,7 @@ class Pruner:
                 return self.correction * predicted
             seconds = float(self.measure_fn(self._cut_copy().eval()))
             measured = 1.0 - seconds / self.original
+            self._anchor = (predicted, measured)
             self.checks.append({"iteration": self.iteration, "goal": goal, "predicted": predicted,
                                 "corrected": self.correction * predicted, "measured": measured, "seconds": seconds,
                                 "decided": measured})
