@@ -250,22 +250,29 @@ def coarse_saving(model: TwoHeads, share: float = 0.3) -> Callable[[nn.Module], 
     return measure
 
 
+def body_last_goes_last(share: float, seed: int = 0) -> tuple[Pruner, Callable[[nn.Module], float], LatencyModel]:
+    """A timed pruner of TwoHeads under :func:`coarse_saving` (thresholds 0.1 and 0.2, ``min_keep=0.5``) whose
+    body's last group goes last (the other groups' channels are all taken first); its measure and latency model."""
+    model, graph, lm = profiled()  # the line is exact for MACs
+    measure = coarse_saving(model, share)
+    cfg = PruneConfig(criterion="random", metric="latency", interval=1, thresholds=(0.1, 0.2), step_fraction=0.2,
+                      round_to=2, min_keep=0.5, seed=seed)
+    pruner = Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph, latency=lm, measure=measure,
+                    latency_forward=infer_forward)
+    last = next(g.id for g in pruner.groups if g.num_units == 48)
+    chosen = pruner.scores
+    pruner.scores = lambda: {g: s + (1e6 if g == last else 0.0) for g, s in chosen().items()}
+    return pruner, measure, lm
+
+
 def test_a_prediction_the_timings_contradict_steers_from_the_last_measurement() -> None:
     """The line credits channels with what their MACs would save; the timings give them almost nothing,
     and only the body's last group saves time, in one removal past both thresholds.  Steering by the
     corrected prediction alone, a pruner scales a cut it has just measured short up to the goal, takes
     nothing more and runs out; steering from the last measurement it takes that removal, keeps it when
     its retake is the same cut, and reaches both thresholds where the timings say."""
-    model, graph, lm = profiled()  # the line is exact for MACs
-    measure = coarse_saving(model)
-    cfg = PruneConfig(criterion="random", metric="latency", interval=1, thresholds=(0.1, 0.2), step_fraction=0.2,
-                      round_to=2, min_keep=0.5)
-    pruner = Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph, latency=lm, measure=measure,
-                    latency_forward=infer_forward)
+    pruner, measure, lm = body_last_goes_last(share=0.3)
     last = next(g.id for g in pruner.groups if g.num_units == 48)
-    chosen = pruner.scores
-    # the body's last group goes last: the other groups' channels are all taken (to min_keep) first
-    pruner.scores = lambda: {g: s + (1e6 if g == last else 0.0) for g, s in chosen().items()}
     run(pruner)
     assert pruner.done and not pruner.exhausted and pruner.reached == [0.1, 0.2]
     truth = 1.0 - measure(pruner.export()[0].eval()) / lm.baseline
@@ -290,15 +297,7 @@ def test_a_step_its_timings_say_is_short_takes_more(seed: int) -> None:
     measured short up to the goal takes nothing at each later step (dozens of steps that remove no unit and
     time the same model, creeping on by one removal now and then); steering from the measurement, every
     step takes what its timings say it lacks until no group can lose another unit."""
-    model, graph, lm = profiled()
-    measure = coarse_saving(model, share=0.15)
-    cfg = PruneConfig(criterion="random", metric="latency", interval=1, thresholds=(0.1, 0.2), step_fraction=0.2,
-                      round_to=2, min_keep=0.5, seed=seed)
-    pruner = Pruner(TwoHeads(), (X,), cfg, forward_fn=train_forward, graph=graph, latency=lm, measure=measure,
-                    latency_forward=infer_forward)
-    last = next(g.id for g in pruner.groups if g.num_units == 48)
-    chosen = pruner.scores
-    pruner.scores = lambda: {g: s + (1e6 if g == last else 0.0) for g, s in chosen().items()}
+    pruner, measure, lm = body_last_goes_last(share=0.15, seed=seed)
     run(pruner)
     assert pruner.exhausted and pruner.reached == [0.1]
     assert all(event.removed for event in pruner.history), [(e.iteration, e.sparsity) for e in pruner.history]

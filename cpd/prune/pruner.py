@@ -35,8 +35,8 @@ gives its removals back and takes again, up to ``MAX_CORRECTIONS`` times. A reta
 it: no smaller removal reaches the goal (one head of a two-head layer saves more than the distance to the
 threshold), and the step crosses every threshold it passes; a step whose every cut that reached the goal went
 past, and whose re-takes fell short, keeps the least of those past cuts, timed once more. A step that reaches a
-threshold is timed twice too, and the mean of the two decides whether it did: accepting a crossing on its first timing while re-timing
-every shortfall would stop on the first timing that happens to read fast (optional stopping), and the model
+threshold is timed twice too, and the mean of the two decides whether it did: accepting a crossing on its
+first timing while re-timing every shortfall would stop on the first timing that happens to read fast (optional stopping), and the model
 saved at the threshold would be slower than the run reports. Every measurement is recorded (``pruner.checks``,
 the plan's summary) with the prediction beside it.
 
@@ -306,9 +306,7 @@ class Pruner:
             if not over and (self.sparsity >= goal - self.slack or self.exhausted) and (repeated or not crossing):
                 return
             if not repeated:  # one timing may be a spike: time the same model again, the mean decides
-                self.sparsity = 0.5 * (self.sparsity + self.measure(goal))
-                self.checks[-1]["decided"] = self.sparsity  # what the step goes on from: the mean of the two
-                self._anchor = (self._anchor[0], self.sparsity)
+                self._decide(0.5 * (self.sparsity + self.measure(goal)))
                 repeated = True
                 continue
             repeated = False
@@ -329,9 +327,13 @@ class Pruner:
             self._set_removed(removed)
             self.exhausted = False
             # timed once more, so that the last measurement is of the model kept; its two timings count twice
-            self.sparsity = (2.0 * decided + self.measure(goal)) / 3.0
-            self.checks[-1]["decided"] = self.sparsity
-            self._anchor = (self._anchor[0], self.sparsity)
+            self._decide((2.0 * decided + self.measure(goal)) / 3.0)
+
+    def _decide(self, sparsity: float) -> None:
+        """The masks' cut, just timed again, has ``sparsity`` (a mean of its timings): the step goes on from it."""
+        self.sparsity = sparsity
+        self.checks[-1]["decided"] = sparsity
+        self._anchor = (self._anchor[0], sparsity)
 
     def _set_removed(self, removed: Mapping[int, Sequence[int]]) -> None:
         """Make the masks exactly ``removed`` (``{group: dead units}``)."""
