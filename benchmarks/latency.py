@@ -227,6 +227,20 @@ def without_overlap(res: dict, row: dict) -> float | None:
     return lm.baseline / left if left > 0 else None
 
 
+def steered(row: dict) -> float | None:
+    """The speed-up the pruner estimated for the cut it kept before it first timed that cut: the latency
+    model as the pruner steers with it (its last measured cut plus the corrected predicted difference,
+    ``Pruner.estimate``); None for a row without checks.  A cut timed again in a row is one cut: the
+    estimate is that of its first timing, not one anchored on the cut's own measurement."""
+    checks = row.get("checks") or []
+    if not checks:
+        return None
+    first = len(checks) - 1
+    while first > 0 and checks[first - 1]["predicted"] == checks[-1]["predicted"]:
+        first -= 1
+    return 1.0 / (1.0 - checks[first]["corrected"])
+
+
 def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str:
     lines = ["## Pruning to a measured speed (`python benchmarks/latency.py`)", "",
              f"Random weights, 512x512, batch 1, onnxruntime CPU, 1 thread; `magnitude` criterion, `round_to=8`, "
@@ -236,40 +250,47 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
              f"medians, every model of an architecture timed in one session in alternating blocks; the counts of "
              f"each architecture are in its line below. "
              f"On {machine()}, shared with other jobs (timings are noisy). Command: `{command}`.", "",
-             "| model | target | latency targeting: speed-up (in-run) | predicted (error) | one factor, no overlap "
-             "(error) | MACs ratio | params ratio | min / median width kept | params targeting at that speed "
-             "| FLOPs targeting at that speed |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | target | latency targeting: speed-up (in-run) | pruner's estimate (error) "
+             "| predicted (error) | one factor, no overlap (error) | MACs ratio | params ratio "
+             "| min / median width kept | params targeting at that speed | FLOPs targeting at that speed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         for t in TARGETS:
             row = res["rows"].get(f"latency@{1 - 1 / t:.3f}")
             if row is None:
-                lines.append(f"| {res['arch']} | {t}x | not reached | | | | | | | |")
+                lines.append(f"| {res['arch']} | {t}x | not reached | | | | | | | | |")
                 continue
             if "predicted_speedup" not in row or res["latency_model"].get("version", 0) < 3:
-                lines.append(f"| {res['arch']} | {t}x | (from an older latency model: rerun) | | | | | | | |")
+                lines.append(f"| {res['arch']} | {t}x | (from an older latency model: rerun) | | | | | | | | |")
                 continue
             flat = without_overlap(res, row)
             flat_text = ("all time saved" if flat is None
                          else f"{flat:.2f}x ({flat / row['measured_in_run'] - 1:+.0%})")
+            est = steered(row)
+            est_text = "" if est is None else f"{est:.2f}x ({est / row['measured_in_run'] - 1:+.0%})"
             other = []
             for metric in ("params", "flops"):
                 r = at_speed(res, metric, t)
                 other.append("none of the ladder" if r is None else
                              f"{r['threshold']:.2f} {metric} sparsity: {r['speedup']:.2f}x, widths min "
                              f"{r['kept']['min']:.2f} / median {r['kept']['median']:.2f}")
+            pred = row["predicted_speedup"]
             lines.append(f"| {res['arch']} | {t}x | **{row['speedup']:.2f}x** ({row['measured_in_run']:.2f}x) | "
-                         f"{row['predicted_speedup']:.2f}x ({row['predicted_speedup'] / row['measured_in_run'] - 1:+.0%}, "
+                         f"{est_text} | {pred:.2f}x ({pred / row['measured_in_run'] - 1:+.0%}, "
                          f"{'line' if res['latency_model'].get('macs_line') else 'curves'})"
                          f" | {flat_text} | {row['macs_ratio']:.2f}x | {row['params_ratio']:.2f}x | "
                          f"{row['kept']['min']:.2f} / {row['kept']['median']:.2f} | {other[0]} | {other[1]} |")
-    lines += ["", "Speed-up: final session; in-run: what the pruner measured when it stopped. Predicted: the latency "
-              "model's prediction for the same widths, before the pruner's correction by its own measurements (its "
-              "MACs line, `line`, where the row was pruned with one; else its curves, MACs overlap and "
-              "interaction, `curves`), and its error against the in-run measurement. One "
-              "factor, no overlap: what the previous model (one interaction fitted on the same joint cuts, no "
-              "MACs overlap) predicts for the same widths. Params/FLOPs targeting: the least sparse model of a ladder (0.2, 0.35, 0.5, 0.65, 0.8) within 5% of the target "
-              "speed. Widths kept: per prunable group, kept / full channels, minimum and median over the groups.", ""]
+    lines += ["", "Speed-up: final session; in-run: what the pruner measured when it stopped. Pruner's estimate: "
+              "what the pruner estimated for the cut it kept before it first timed that cut (the latency model "
+              "as the pruner steers with it: its last measured cut plus the corrected predicted difference), and "
+              "its error against the in-run measurement. Predicted: the latency model's prediction for the same "
+              "widths from its profile alone, before the pruner's correction by its own measurements (its MACs "
+              "line, `line`, where the row was pruned with one; else its curves, MACs overlap and interaction, "
+              "`curves`), and its error against the in-run measurement. One factor, no overlap: what the previous "
+              "model (one interaction fitted on the same joint cuts, no MACs overlap) predicts for the same widths. "
+              "Params/FLOPs targeting: the least sparse model of a ladder (0.2, 0.35, 0.5, 0.65, 0.8) within 5% "
+              "of the target speed. Widths kept: per prunable group, kept / full channels, minimum and median over "
+              "the groups.", ""]
     for res in results:
         k = res["latency_model"].get("interaction")
         over = " over the MACs overlap" if res["latency_model"].get("overlap") == "macs" else ""
