@@ -113,7 +113,7 @@ def bench(name: str, config: str, args: argparse.Namespace) -> dict:
     else:
         lm = profile_latency(cpu_copy(model), graph, meter, meter.runtime, shape, round_to=8, min_keep=0.1,
                              fractions=tuple(args.fractions), align=False, macs=meter.macs,
-                             param_macs=meter.param_macs, info=meter.info)
+                             param_macs=meter.param_macs, elements=meter.elements, info=meter.info)
     meter.baseline = lm.baseline  # measurements are then 1 - time / reference time in the latency model's terms
     profiled = time.perf_counter() - start
     print(f"  latency model: {meter.count} measurements, {profiled:.0f} s", flush=True)
@@ -197,6 +197,9 @@ def reused_model(doc: dict, model, graph, meter):
         if line is not None:
             info["line_over_curves"] = line_over_curves(joint, lm.interaction, line, lm.baseline)
         lm, info["macs_line_fitted_on_reuse"] = replace(lm, macs_line=line), True
+    if lm.macs_line is not None and lm.element_rate is None and "work_rates" not in info:
+        lm, info = with_stored_element_rate(replace(lm, info={**info, "joint": joint}), model, graph, meter, cuts)
+        joint = info["joint"]
     ratio = meter.baseline / lm.baseline
     if abs(ratio - 1.0) > 0.05:
         groups = {g: GroupCurve(c.widths, tuple(s * ratio for s in c.seconds)) for g, c in lm.groups.items()}
@@ -207,24 +210,48 @@ def reused_model(doc: dict, model, graph, meter):
     return replace(lm, info={**info, "joint": joint})
 
 
+def with_stored_element_rate(lm, model, graph, meter, cuts: list[dict]):
+    """``lm`` (its MACs line set) with the element rate fitted on its stored timings (``profile_latency`` with
+    ``elements``): every single-group point and whole-model cut counted again for its MACs and elements."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from cpd.prune.latency import cut_copy, widths_reachable, with_element_rate
+
+    m0, e0 = meter.macs(model), meter.elements(model)
+
+    def saved(removed: dict) -> dict:
+        cut = cut_copy(model, graph, removed)
+        return {"macs_share_saved": 1.0 - meter.macs(cut) / m0, "elements_share_saved": 1.0 - meter.elements(cut) / e0}
+
+    points = lm.info["points"]
+    base = float(np.median(points["baseline_repeats"]))
+    groups = {g.id: g for g in graph.prunable()}
+    singles = []
+    for g, curve in points["groups"].items():
+        units = dict(widths_reachable(groups[int(g)], 8, 0.1))
+        singles += [{**saved({int(g): units[w]}), "saving": 1.0 - s / base}
+                    for w, s in zip(curve["widths"], curve["measured"]) if w in units]
+    joint = [{**p, **saved(removed)} for p, removed in zip(lm.info["joint"], cuts)]
+    lm = with_element_rate(replace(lm, info={**lm.info, "joint": joint}), singles)
+    return lm, {**lm.info, "element_rate_fitted_on_reuse": True}
+
+
 def at_speed(result: dict, metric: str, target: float) -> dict | None:
     """The least-sparse model of ``metric``'s ladder that reaches ``target`` (None: none does)."""
     rows = sorted((r for r in result["rows"].values() if r["metric"] == metric), key=lambda r: r["threshold"])
     return next((r for r in rows if r["speedup"] >= target * 0.95), None)
 
 
-def without_overlap(res: dict, row: dict) -> float | None:
-    """The speed-up the latency model would predict for ``row``'s widths with one factor fitted on the same
-    joint cuts and no MACs overlap (the version-2 model); None where it predicts no time left."""
-    from dataclasses import replace
-
-    from cpd.importance.latency import LatencyModel
-    from cpd.prune.latency import fit_interaction
-
-    lm = LatencyModel.from_dict(res["latency_model"])
-    flat = replace(lm, overlap="none", interaction=fit_interaction([{**p, "overlap": 1.0} for p in lm.info["joint"]]))
-    left = flat.predict({int(g): share * lm.groups[int(g)].widths[-1] for g, share in row["kept"]["per_group"].items()})
-    return lm.baseline / left if left > 0 else None
+def macs_alone(res: dict, row: dict) -> float | None:
+    """The speed-up the MACs line alone (no element rate: ``info["work_rates"]["line_alone"]``) predicts for
+    ``row``'s model from its counted MACs; None where the row's model has no MACs line."""
+    lm = res["latency_model"]
+    line = (lm["info"].get("work_rates") or {}).get("line_alone") or lm.get("macs_line")
+    if not line:
+        return None
+    return 1.0 / (1.0 - line * (1.0 - 1.0 / row["macs_ratio"]))
 
 
 def steered(row: dict) -> float | None:
@@ -251,7 +278,7 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
              f"each architecture are in its line below. "
              f"On {machine()}, shared with other jobs (timings are noisy). Command: `{command}`.", "",
              "| model | target | latency targeting: speed-up (in-run) | pruner's estimate (error) "
-             "| predicted (error) | one factor, no overlap (error) | MACs ratio | params ratio "
+             "| predicted (error) | MACs alone (error) | MACs ratio | params ratio "
              "| min / median width kept | params targeting at that speed | FLOPs targeting at that speed |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for res in results:
@@ -263,9 +290,10 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
             if "predicted_speedup" not in row or res["latency_model"].get("version", 0) < 3:
                 lines.append(f"| {res['arch']} | {t}x | (from an older latency model: rerun) | | | | | | | | |")
                 continue
-            flat = without_overlap(res, row)
-            flat_text = ("all time saved" if flat is None
-                         else f"{flat:.2f}x ({flat / row['measured_in_run'] - 1:+.0%})")
+            alone = macs_alone(res, row)
+            alone_text = "" if alone is None else f"{alone:.2f}x ({alone / row['measured_in_run'] - 1:+.0%})"
+            lm = res["latency_model"]
+            how = "two rates" if lm.get("element_rate") is not None else "line" if lm.get("macs_line") else "curves"
             est = steered(row)
             est_text = "" if est is None else f"{est:.2f}x ({est / row['measured_in_run'] - 1:+.0%})"
             other = []
@@ -277,17 +305,17 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
             pred = row["predicted_speedup"]
             lines.append(f"| {res['arch']} | {t}x | **{row['speedup']:.2f}x** ({row['measured_in_run']:.2f}x) | "
                          f"{est_text} | {pred:.2f}x ({pred / row['measured_in_run'] - 1:+.0%}, "
-                         f"{'line' if res['latency_model'].get('macs_line') else 'curves'})"
-                         f" | {flat_text} | {row['macs_ratio']:.2f}x | {row['params_ratio']:.2f}x | "
+                         f"{how}) | {alone_text} | {row['macs_ratio']:.2f}x | {row['params_ratio']:.2f}x | "
                          f"{row['kept']['min']:.2f} / {row['kept']['median']:.2f} | {other[0]} | {other[1]} |")
     lines += ["", "Speed-up: final session; in-run: what the pruner measured when it stopped. Pruner's estimate: "
               "what the pruner estimated for the cut it kept before it first timed that cut (the latency model "
               "as the pruner steers with it: its last measured cut plus the corrected predicted difference), and "
               "its error against the in-run measurement. Predicted: the latency model's prediction for the same "
               "widths from its profile alone, before the pruner's correction by its own measurements (its MACs "
-              "line, `line`, where the row was pruned with one; else its curves, MACs overlap and interaction, "
-              "`curves`), and its error against the in-run measurement. One factor, no overlap: what the previous "
-              "model (one interaction fitted on the same joint cuts, no MACs overlap) predicts for the same widths. "
+              "line with its element rate, `two rates`, or alone, `line`, where the row was pruned with one; else "
+              "its curves, MACs overlap and interaction, `curves`), and its error against the in-run measurement. "
+              "MACs alone: what the MACs line fitted on the whole-model cuts alone, without an element rate, "
+              "predicts for the same model from its counted MACs (the same as predicted for a `line` row). "
               "Params/FLOPs targeting: the least sparse model of a ladder (0.2, 0.35, 0.5, 0.65, 0.8) within 5% "
               "of the target speed. Widths kept: per prunable group, kept / full channels, minimum and median over "
               "the groups.", ""]
@@ -300,10 +328,23 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
                         + (" (fitted on the stored joint cuts)" if res["latency_model"]["info"].get(
                             "macs_line_fitted_on_reuse") else "") + ", "
                         if res["latency_model"].get("macs_line") else "")
+                     + _rates(res["latency_model"])
                      + f"{res['profile_measurements']} timed exports (latency model, counting earlier runs with "
                      f"--reuse, and pruning), {res['seconds'] / 60:.1f} min in this run"
                      + (f" ({_how(res['args'], res['latency_model'])})." if "args" in res else "."))
     return "\n".join(lines)
+
+
+def _rates(lm: dict) -> str:
+    """The element rate of ``lm``'s line and what it was fitted on, or why there is none ("" before rates)."""
+    rates = lm["info"].get("work_rates")
+    if not rates:
+        return ""
+    if not rates.get("fitted"):
+        return f"no element rate ({rates['why']}; {rates['points']} cuts), "
+    stored = " on the stored timings" if lm["info"].get("element_rate_fitted_on_reuse") else ""
+    return (f"element rate {lm['element_rate']:.3f} beside it (fitted{stored} on {rates['points']} cuts; "
+            f"the line alone {rates['line_alone']:.3f}), ")
 
 
 def _how(args: dict, lm: dict) -> str:

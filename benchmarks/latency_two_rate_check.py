@@ -15,7 +15,8 @@ timed: the measurements are the stored ones.
 A table model is rebuilt from its per-group widths with units taken from the end of each group, as the
 profile cuts them; where that does not give the model's stored MACs (a group whose units cost differently,
 like a concat of branches at different resolutions), the row is marked and left out of the errors.
-Writes benchmarks/results/latency_two_rate_check.json.
+Writes benchmarks/results/latency_two_rate_check.json.  This is the offline check that led to the latency
+model's element rate (``profile_latency`` with ``elements``); it reads the profiles as they were stored.
 """
 from __future__ import annotations
 
@@ -33,35 +34,12 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.latency import ARCHS, DEFAULT, SIZE  # noqa: E402
 from benchmarks.report import machine, write_results  # noqa: E402
-from cpd.flops import MacCounter  # noqa: E402
+from cpd.flops import count_work  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "latency.json"
-#: operations whose output is a view (or a dtype cast) of their input: no memory traffic of their own
-VIEWS = frozenset({"view", "_unsafe_view", "t", "permute", "expand", "select", "slice", "unsqueeze", "squeeze",
-                   "transpose", "detach", "alias", "as_strided", "split", "split_with_sizes", "chunk", "unbind",
-                   "lift_fresh", "_to_copy"})
-
-
-class WorkCounter(MacCounter):
-    """MACs, and the output elements of every other operation that is not a view."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.elements = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = super().__torch_dispatch__(func, types, args, kwargs)
-        name = func.overloadpacket.__name__
-        first = out[0] if isinstance(out, (tuple, list)) and out else out
-        if name not in self.HEAVY and name not in VIEWS and isinstance(first, torch.Tensor):
-            self.elements += first.numel()
-        return out
-
-
 def check(name: str, stored: dict) -> dict:
     """Every profile cut and table model of ``name`` with its shares saved, and both predictions."""
     from cpd import comb
-    from cpd.flops import _run
     from cpd.importance.cost import channels_per_unit
     from cpd.mm import build_model, example_inputs, load_config
     from cpd.mm.console import quiet_console
@@ -76,8 +54,7 @@ def check(name: str, stored: dict) -> dict:
     x = torch.randn(1, 3, *SIZE)
 
     def work(removed: dict) -> tuple[int, int]:
-        c = _run(WorkCounter(), cut_copy(model, graph, removed) if removed else model, (x,), task.infer_forward)
-        return c.macs, c.elements
+        return count_work(cut_copy(model, graph, removed) if removed else model, (x,), task.infer_forward)
 
     m0, e0 = work({})
     groups = {g.id: g for g in graph.prunable()}

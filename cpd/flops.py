@@ -88,6 +88,30 @@ class ParamMacCounter(MacCounter):
         return super().__torch_dispatch__(func, types, args, kwargs)
 
 
+#: operations whose output is a view of their input, or a cast: no memory traffic of their own to count
+VIEWS = frozenset({"view", "_unsafe_view", "t", "permute", "expand", "select", "slice", "unsqueeze", "squeeze",
+                   "transpose", "detach", "alias", "as_strided", "split", "split_with_sizes", "chunk", "unbind",
+                   "lift_fresh", "_to_copy"})
+
+
+class WorkCounter(MacCounter):
+    """A :class:`MacCounter` that also counts *elements*: the outputs of every operation that is neither a
+    counted product nor a view (softmax, norms, activations, additions, copies), the memory-bound work a
+    MAC count does not see."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = super().__torch_dispatch__(func, types, args, kwargs)
+        name = func.overloadpacket.__name__
+        first = out[0] if isinstance(out, (tuple, list)) and out else out
+        if name not in self.HEAVY and name not in VIEWS and isinstance(first, torch.Tensor):
+            self.elements += first.numel()
+        return out
+
+
 def count_param_macs(model: nn.Module, inputs: Sequence[Any],
                      forward_fn: Callable[..., Any] | None = None) -> tuple[dict[str, int], int]:
     """MACs of one eval forward, split by the parameter each product multiplies.
@@ -116,6 +140,13 @@ def count_params(model: nn.Module) -> int:
 def count_macs(model: nn.Module, inputs: Sequence[Any], forward_fn: Callable[..., Any] | None = None) -> int:
     """Multiply-accumulates of one eval forward on ``inputs`` (per batch, as given)."""
     return _run(MacCounter(), model, inputs, forward_fn).macs
+
+
+def count_work(model: nn.Module, inputs: Sequence[Any],
+               forward_fn: Callable[..., Any] | None = None) -> tuple[int, int]:
+    """``(MACs, elements)`` of one eval forward on ``inputs`` (:class:`WorkCounter`)."""
+    counter = _run(WorkCounter(), model, inputs, forward_fn)
+    return counter.macs, counter.elements
 
 
 def _run(counter: MacCounter, model: nn.Module, inputs: Sequence[Any],

@@ -75,6 +75,7 @@ def work(args: argparse.Namespace) -> None:
     metrics = {"runtime": lm.runtime, "input_shape": list(lm.input_shape), "baseline_ms": round(lm.baseline * 1e3, 4),
                "groups": len(lm.groups), "measurements": lm.info.get("measurements"),
                "round_to": {"given": prune.round_to, "suggested": suggested},
+               "macs_line": lm.macs_line, "element_rate": lm.element_rate,
                "seconds": round(time.perf_counter() - start, 1)}
     write_json(args.metrics, metrics)
     log(STAGE, f"{len(lm.groups)} groups measured on {lm.runtime} at {shape}, baseline "

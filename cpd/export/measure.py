@@ -41,7 +41,7 @@ from cpd.export.latency import compare_latency, pick_provider
 from cpd.export.onnx_export import ForwardFn, TupleOutputs, eval_mode, export_onnx, torch_outputs
 from cpd.export.pooling import exportable_pooling
 from cpd.export.runtime import CPU, CUDA
-from cpd.flops import count_macs, count_param_macs
+from cpd.flops import count_macs, count_param_macs, count_work
 
 RUNTIMES = {"onnxruntime-cpu": CPU, "onnxruntime-cuda": CUDA, "torch-eager": None}
 #: how a meter exports what it times: fast, or as the export stage does (the deployed graph).
@@ -121,6 +121,11 @@ class LatencyMeter:
     def macs(self, model: nn.Module) -> float:
         """MACs of ``model``'s inference forward at the deployment input (the latency model's prior)."""
         return float(count_macs(model, (self.inputs,), self.forward_fn))
+
+    def elements(self, model: nn.Module) -> float:
+        """Elements written by ``model``'s inference forward at the deployment input, products and views
+        aside (the latency model's element rate; :func:`cpd.flops.count_work`)."""
+        return float(count_work(model, (self.inputs,), self.forward_fn)[1])
 
     def param_macs(self, model: nn.Module) -> tuple[dict[str, int], int]:
         """MACs of ``model``'s inference forward per parameter, and in all (the latency model's overlap)."""

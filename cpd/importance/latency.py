@@ -15,7 +15,11 @@ batch.  From it (see docs/pruning.md):
   ``T = baseline * (1 - b * s)``, ``s`` the share of the *counted* MACs the cut saves: every MAC the
   deployed graph runs at the deployment input (:func:`cpd.flops.count_macs` on the cut model), attention
   products included.  The curves still give the unit costs (which units go first); the line says how far
-  the whole cut has got.
+  the whole cut has got;
+- with an *element rate* ``c`` beside it (fitted with ``b`` on every cut the profile timed, the single-group
+  cuts and the whole-model ones), ``T = baseline * (1 - b * s - c * e)``, ``e`` the share of the counted
+  *elements* the cut saves (:func:`cpd.flops.count_work`: outputs of every operation that is not a product
+  or a view, the softmax, norms and activations a MAC count does not see).
 
 ``o(w)``, the *overlap*, is what the sum of single-group savings counts twice when several groups are cut
 at once: a convolution between two cut groups loses ``1 - (1 - a)(1 - b)`` of its work, not ``a + b``.  It
@@ -32,16 +36,22 @@ noise.  And what shrinks the time is work the graph runs, not only the parameter
 cuts shrink the attention heads, and with them ``q @ k``, ``attn @ v`` and the softmax, which multiply no
 parameter.  On the stored 512x512 benchmark the summed curves missed DeiT-S/UperNet at 2x by +29%
 (Swin-T/UperNet by -15%); pruned with the line fitted on the same profile's whole-model cuts, DeiT-S/UperNet
-read +8% (docs/benchmarks.md).  The pruner still re-measures the whole cut model at each threshold and corrects
+read +8% (docs/benchmarks.md).  A second rate is needed where the pruner's cuts are not like the uniform
+ones: a pruned DeiT-S/UperNet keeps its attention heads whole, so it saves 8-17% of the elements (half of
+them the softmax's) where the uniform cuts save 27-80%, and one slope fitted on uniform cuts predicts it 12%
+too fast; the element rate comes from the single-group cuts, which save MACs and elements in other
+proportions.  The pruner still re-measures the whole cut model at each threshold and corrects
 what is left.  Widths are in channels (:func:`cpd.importance.cost.channels_per_unit`; a head counts its head
 dimension).
 
-File format (``format: "cpd-latency"``, ``version: 4``; version 3, without ``macs_line``, is read as a
-model without a line), written beside the dependency JSON::
+File format (``format: "cpd-latency"``, ``version: 5``; version 4, without ``element_rate``, is read as a
+line of MACs alone, version 3, without ``macs_line`` either, as a model without a line), written beside the
+dependency JSON::
 
-    {"format": "cpd-latency", "version": 4, "fingerprint": "<16 hex>", "runtime": "onnxruntime-cpu",
+    {"format": "cpd-latency", "version": 5, "fingerprint": "<16 hex>", "runtime": "onnxruntime-cpu",
      "input_shape": [1, 3, 512, 512], "baseline_s": 0.0123, "interaction": 1.1, "overlap": "macs",
      "macs_line": 0.96,   # or null
+     "element_rate": 0.2,   # or null: the line counts MACs alone
      "groups": {"3": {"widths": [8, 16, 32], "seconds": [0.010, 0.011, 0.0123]}},
      "info": {...}}   # how it was measured (threads, runs, versions), the joint cuts, round_to measurements
 """
@@ -57,9 +67,9 @@ import numpy as np
 from cpd.files import DocKind, write_json_atomic
 from cpd.safe_load import read_document
 
-LATENCY = DocKind("cpd-latency", 4, "latency model")
-#: the versions read (3: written before the MACs line; read as a model without one)
-READABLE = (3, 4)
+LATENCY = DocKind("cpd-latency", 5, "latency model")
+#: the versions read (3: written before the MACs line, read as a model without one; 4: before the element rate)
+READABLE = (3, 4, 5)
 #: what a latency model's interaction was fitted over: the MACs overlap, or none (``o = 1``)
 OVERLAPS = ("macs", "none")
 
@@ -132,6 +142,8 @@ class LatencyModel:
         overlap: ``"macs"`` (predictions take the caller's MACs overlap ``o``) or ``"none"`` (``o = 1``).
         macs_line: ``b`` of the module docstring, the share of the baseline a cut saves per share of the
             counted MACs it saves; None: predictions come from the curves.
+        element_rate: ``c`` of the module docstring, what a cut saves per share of the counted elements it
+            saves, beside ``b``; None: the line counts MACs alone.
     """
 
     fingerprint: str
@@ -143,6 +155,7 @@ class LatencyModel:
     interaction: float = 1.0
     overlap: str = "none"
     macs_line: float | None = None
+    element_rate: float | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.baseline, (int, float)) and np.isfinite(self.baseline) and self.baseline > 0):
@@ -153,6 +166,10 @@ class LatencyModel:
         if self.macs_line is not None and not (isinstance(self.macs_line, (int, float))
                                                and np.isfinite(self.macs_line) and self.macs_line > 0):
             raise ValueError(f"macs_line={self.macs_line!r}: must be a positive share (about 1), or None")
+        if self.element_rate is not None and not (isinstance(self.element_rate, (int, float))
+                                                  and np.isfinite(self.element_rate) and self.element_rate >= 0
+                                                  and self.macs_line is not None):
+            raise ValueError(f"element_rate={self.element_rate!r}: must be a share >= 0 beside a macs_line, or None")
         if self.overlap not in OVERLAPS:
             raise ValueError(f"overlap={self.overlap!r}: must be one of {list(OVERLAPS)}")
         object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
@@ -172,8 +189,9 @@ class LatencyModel:
         o = float(overlap) if self.overlap == "macs" else 1.0
         return self.baseline - self.interaction * o * self.additive_saving(widths)
 
-    def predict_from_macs(self, macs_share_saved: float) -> float:
-        """``T = baseline * (1 - b * s)``: the latency of a cut saving the share ``s`` of the counted MACs.
+    def predict_from_macs(self, macs_share_saved: float, elements_share_saved: float = 0.0) -> float:
+        """``T = baseline * (1 - b * s - c * e)``: the latency of a cut saving the share ``s`` of the counted
+        MACs and ``e`` of the counted elements (``c = 0`` without an element rate).
 
         Raises:
             ValueError: the model has no MACs line (``macs_line`` is None).
@@ -181,7 +199,8 @@ class LatencyModel:
         if self.macs_line is None:
             raise ValueError("this latency model has no MACs line: build it with whole-model cuts and MACs "
                              "(profile_latency with joint=True and macs=)")
-        return self.baseline * (1.0 - self.macs_line * float(macs_share_saved))
+        c = self.element_rate or 0.0
+        return self.baseline * (1.0 - self.macs_line * float(macs_share_saved) - c * float(elements_share_saved))
 
     def unit_costs(self, gid: int, width: float, channels: np.ndarray,
                    overlap: np.ndarray | float = 1.0) -> np.ndarray:
@@ -237,6 +256,7 @@ class LatencyModel:
                 "input_shape": list(self.input_shape), "baseline_s": float(self.baseline),
                 "interaction": float(self.interaction), "overlap": self.overlap,
                 "macs_line": None if self.macs_line is None else float(self.macs_line),
+                "element_rate": None if self.element_rate is None else float(self.element_rate),
                 "groups": {str(g): {"widths": [int(w) for w in c.widths], "seconds": [float(s) for s in c.seconds]}
                            for g, c in sorted(self.groups.items())},
                 "info": dict(self.info)}
@@ -257,7 +277,8 @@ class LatencyModel:
                       for g, c in doc["groups"].items()}
             return cls(str(doc["fingerprint"]), str(doc["runtime"]), tuple(doc["input_shape"]),
                        float(doc["baseline_s"]), groups, dict(doc.get("info", {})), float(doc["interaction"]),
-                       str(doc["overlap"]), None if doc.get("macs_line") is None else float(doc["macs_line"]))
+                       str(doc["overlap"]), None if doc.get("macs_line") is None else float(doc["macs_line"]),
+                       None if doc.get("element_rate") is None else float(doc["element_rate"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{prefix}malformed latency model ({type(e).__name__}: {e}); expected the keys "
                              "fingerprint, runtime, input_shape, baseline_s, interaction, overlap, groups") from None

@@ -63,5 +63,6 @@ def profile_model(model: nn.Module, forward_fn: Callable[..., Any], graph: Depen
     runtime = resolve_runtime(provider, log)
     meter = make_meter(graph_model, forward_fn, input_shape, runtime, threads, warmup, runs, rounds)
     lm = profile_latency(graph_model, graph, meter, runtime, input_shape, round_to=round_to, min_keep=min_keep,
-                         align=align, macs=meter.macs, param_macs=meter.param_macs, info=meter.info, log=log)
+                         align=align, macs=meter.macs, param_macs=meter.param_macs,
+                         elements=meter.elements, info=meter.info, log=log)
     return replace(lm, info={**lm.info, "measurements": meter.count})

@@ -35,7 +35,14 @@ interaction ``k`` is the least-squares factor (through zero) of those measured s
 their additive predictions, bounded to [0.25, 4], and every prediction and unit cost of the latency model
 is scaled by it.  The points are kept in ``info["joint"]``.  With ``macs`` too, each point also keeps the
 share of the counted MACs its cut saves, and the model gets its *MACs line* ``b`` (:func:`fit_macs_line`;
-:mod:`cpd.importance.latency`), the slope through the baseline of those savings over those shares.
+:mod:`cpd.importance.latency`), the slope through the baseline of those savings over those shares.  With
+``elements`` too (``elements(model) -> elements``, :func:`cpd.flops.count_work`), every cut timed, single-group
+and whole-model, keeps its shares of MACs and of elements saved, and the line gets a second rate: ``b`` and
+the *element rate* ``c`` are the least-squares fit through the baseline of every cut's saving over
+``b * s + c * e`` (:func:`with_element_rate`).  The uniform whole-model cuts alone cannot tell the two apart
+(their MACs and elements shrink together); the single-group cuts can (an FFN's cut saves MACs, an attention
+heads' cut saves the softmax's elements too).  A fit with a rate that is not positive keeps the line of MACs
+alone (``info["work_rates"]`` says why).
 
 ``round_to``: on the group whose curve is steepest, widths ``W``, ``W - 1``, ``W - 8``, ``W - 16`` and
 ``W - 32`` (``W`` a multiple of 32) are measured.  Those between ``W`` and ``W - 32`` should lie on the line
@@ -100,7 +107,8 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
                     macs: Callable[[nn.Module], float] | None = None, repeats: int = 3, min_noise: float = 0.01,
                     retries: int = 2, joint: bool = True,
                     param_macs: Callable[[nn.Module], tuple[Mapping[str, int], int]] | None = None,
-                    floor: bool = True, info: Mapping[str, Any] | None = None,
+                    floor: bool = True, elements: Callable[[nn.Module], float] | None = None,
+                    info: Mapping[str, Any] | None = None,
                     log: Callable[[str], None] | None = None) -> LatencyModel:
     """Measure how each prunable group's width changes the latency of the whole model.
 
@@ -124,6 +132,8 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
         floor: also measure each group at the narrowest width the schedule can reach (``min_keep`` and
             ``round_to``), and the whole model with every group there (a joint point of fraction 0), so
             that a cut down to the floor is read off a measured point instead of an extrapolation.
+        elements: ``elements(cut copy) -> elements`` at the deployment input; with ``macs`` and ``joint``,
+            the MACs line gets an element rate (module docstring).  None: a line of MACs alone.
         info: recorded with the model (how ``measure`` times: threads, runs, versions).
         log: called with a line per group measured (None: silent).
 
@@ -138,6 +148,7 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
         raise ValueError(f"fractions={list(fractions)}: each must be in (0, 1)")
 
     counted: dict[tuple, float] = {}
+    written: dict[tuple, float] = {}  # elements, keyed as ``counted``
 
     def timed(removed: Mapping[int, Sequence[int]]) -> float:
         cut = cut_copy(model, graph, removed)
@@ -146,6 +157,8 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
             raise ValueError(f"measure returned {seconds!r} seconds; it must return the positive latency of the model")
         if macs is not None:
             counted[_key(removed)] = float(macs(cut))
+        if elements is not None:
+            written[_key(removed)] = float(elements(cut))
         return seconds
 
     repeated = [timed({}) for _ in range(max(1, repeats) if macs is not None else 1)]
@@ -168,6 +181,8 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
         if macs is not None:
             for w, units in chosen.items():
                 counted[(g.id, w)] = counted.pop(((g.id, len(units)),))
+                if elements is not None:
+                    written[(g.id, w)] = written.pop(((g.id, len(units)),))
         points[full] = baseline
         curves[g.id] = GroupCurve(tuple(points), tuple(points.values()))
         if log is not None:
@@ -192,6 +207,14 @@ def profile_latency(model: nn.Module, graph: DependencyGraph, measure: Measure, 
     if joint:
         share = None if macs is None else lambda removed: 1.0 - counted[_key(removed)] / counted[()]
         lm = with_interaction(lm, at_fraction, lambda removed: wide_seconds[_key(removed)], log, overlap, share)
+        if elements is not None and macs is not None and lm.macs_line is not None:
+            def saved(key: tuple) -> dict[str, float]:
+                return {"macs_share_saved": 1.0 - counted[key] / counted[()],
+                        "elements_share_saved": 1.0 - written[key] / written[()]}
+            joint_points = [{**p, **saved(_key(wide[p["fraction"]]))} for p in lm.info["joint"]]
+            singles = [{**saved((g, w)), "saving": (baseline - s) / baseline} for g, pts in raw.items()
+                       for w, s in pts.items()]
+            lm = with_element_rate(replace(lm, info={**lm.info, "joint": joint_points}), singles)
     if align:
         lm = replace(lm, info={**lm.info, "round_to": measure_alignment(graph, lm, timed, tolerance)})
     return lm
@@ -256,12 +279,42 @@ def with_interaction(lm: LatencyModel, at_fraction: Mapping[float, Mapping[int, 
 
 
 def line_over_curves(points: Sequence[Mapping[str, float]], interaction: float, line: float,
-                     baseline: float) -> float:
+                     baseline: float, element_rate: float = 0.0) -> float:
     """What the MACs line says the joint cuts save over what the curves say (``k * o * additive``): the
     pruner's first scale of the curves' unit costs to the line, before its own cut gives it one (1 where the
     curves say nothing is saved)."""
     curves = sum(interaction * p["overlap"] * p["additive_saving_s"] for p in points)
-    return sum(line * p["macs_share_saved"] for p in points) * baseline / curves if curves > 0 else 1.0
+    by_line = sum(line * p["macs_share_saved"] + element_rate * p.get("elements_share_saved", 0.0) for p in points)
+    return by_line * baseline / curves if curves > 0 else 1.0
+
+
+def fit_work_rates(points: Sequence[Mapping[str, float]]) -> tuple[float, float] | None:
+    """``(b, c)``: the least-squares rates through the baseline of ``saving ~ b * s + c * e`` over points with
+    ``saving`` (a share of the baseline), ``macs_share_saved`` (``s``) and ``elements_share_saved`` (``e``);
+    None when the points cannot separate the two (fewer than three, or collinear) or a rate is not positive."""
+    a = np.array([[p["macs_share_saved"], p["elements_share_saved"]] for p in points], dtype=np.float64)
+    y = np.array([p["saving"] for p in points], dtype=np.float64)
+    if len(points) < 3 or np.linalg.matrix_rank(a) < 2:
+        return None
+    (b, c), *_ = np.linalg.lstsq(a, y, rcond=None)
+    return (float(b), float(c)) if b > 0 and c > 0 else None
+
+
+def with_element_rate(lm: LatencyModel, singles: Sequence[Mapping[str, float]]) -> LatencyModel:
+    """``lm`` with its MACs line refitted beside an element rate on ``singles`` (the single-group cuts, as
+    :func:`fit_work_rates` takes them) and its joint cuts (``info["joint"]`` with ``macs_share_saved`` and
+    ``elements_share_saved``); unchanged but for ``info["work_rates"]`` where the fit gives no positive pair."""
+    joint = [p for p in lm.info.get("joint", ()) if "elements_share_saved" in p and "macs_share_saved" in p]
+    points = list(singles) + [{**p, "saving": p["measured_saving_s"] / lm.baseline} for p in joint]
+    rates = fit_work_rates(points)
+    report: dict[str, Any] = {"points": len(points), "line_alone": lm.macs_line}
+    if rates is None:
+        return replace(lm, info={**lm.info, "work_rates": {**report, "fitted": False,
+                                                            "why": "no positive pair of rates fits the cuts"}})
+    b, c = rates
+    info = {**lm.info, "work_rates": {**report, "fitted": True, "macs": b, "elements": c},
+            "line_over_curves": line_over_curves(joint, lm.interaction, b, lm.baseline, c)}
+    return replace(lm, macs_line=b, element_rate=c, info=info)
 
 
 def fit_macs_line(points: Sequence[Mapping[str, float]], baseline: float) -> float | None:

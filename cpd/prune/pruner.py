@@ -41,7 +41,8 @@ saved at the threshold would be slower than the run reports. Every measurement i
 the plan's summary) with the prediction beside it.
 
 A latency model with a *MACs line* (``macs_line``, fitted on whole-model cuts) predicts with it: the
-sparsity of a cut is ``b * s``, ``s`` the share of the deployed graph's counted MACs it saves
+sparsity of a cut is ``b * s``, ``s`` the share of the deployed graph's counted MACs it saves, plus
+``c * e`` where the model has an element rate ``c`` (``e`` the share of its counted elements)
 (:class:`cpd.prune.macs_line.MacsLine`, the cut copy counted through ``latency_forward`` at the latency
 model's input shape).  The curves still price the units (which go first); their prices are scaled to the
 line by what the line says the cut so far saves over what the curves say (before any cut, by the
@@ -464,6 +465,7 @@ class Pruner:
             summary["latency"] = {"runtime": self.latency.runtime, "input_shape": list(self.latency.input_shape),
                                   "baseline_s": self.latency.baseline, "predicted": self._predicted(),
                                   "macs_line": self.latency.macs_line,
+                                  "element_rate": self.latency.element_rate,
                                   "correction": self.correction, "checks": [dict(c) for c in self.checks]}
         return make_plan(self.graph, self.masks.removed(), summary)
 
