@@ -326,7 +326,8 @@ def markdown(results: list[dict], args: argparse.Namespace, command: str) -> str
                      + (f"interaction {k:.2f}{over}, " if k is not None else "")
                      + (f"MACs line {res['latency_model']['macs_line']:.3f}"
                         + (" (fitted on the stored joint cuts)" if res["latency_model"]["info"].get(
-                            "macs_line_fitted_on_reuse") else "") + ", "
+                            "macs_line_fitted_on_reuse") and not res["latency_model"].get("element_rate") else "")
+                        + ", "
                         if res["latency_model"].get("macs_line") else "")
                      + _rates(res["latency_model"])
                      + f"{res['profile_measurements']} timed exports (latency model, counting earlier runs with "
@@ -343,8 +344,8 @@ def _rates(lm: dict) -> str:
     if not rates.get("fitted"):
         return f"no element rate ({rates['why']}; {rates['points']} cuts), "
     stored = " on the stored timings" if lm["info"].get("element_rate_fitted_on_reuse") else ""
-    return (f"element rate {lm['element_rate']:.3f} beside it (fitted{stored} on {rates['points']} cuts; "
-            f"the line alone {rates['line_alone']:.3f}), ")
+    return (f"element rate {lm['element_rate']:.3f} beside it (both fitted{stored} on {rates['points']} cuts; "
+            f"the line alone, on the joint cuts: {rates['line_alone']:.3f}), ")
 
 
 def _how(args: dict, lm: dict) -> str:
