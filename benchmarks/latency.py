@@ -219,11 +219,11 @@ def with_stored_element_rate(lm, model, graph, meter, cuts: list[dict]):
 
     from cpd.prune.latency import cut_copy, widths_reachable, with_element_rate
 
-    m0, e0 = meter.macs(model), meter.elements(model)
+    m0, e0 = meter.work(model)
 
     def saved(removed: dict) -> dict:
-        cut = cut_copy(model, graph, removed)
-        return {"macs_share_saved": 1.0 - meter.macs(cut) / m0, "elements_share_saved": 1.0 - meter.elements(cut) / e0}
+        macs, elements = meter.work(cut_copy(model, graph, removed))
+        return {"macs_share_saved": 1.0 - macs / m0, "elements_share_saved": 1.0 - elements / e0}
 
     points = lm.info["points"]
     base = float(np.median(points["baseline_repeats"]))
@@ -236,6 +236,18 @@ def with_stored_element_rate(lm, model, graph, meter, cuts: list[dict]):
     joint = [{**p, **saved(removed)} for p, removed in zip(lm.info["joint"], cuts)]
     lm = with_element_rate(replace(lm, info={**lm.info, "joint": joint}), singles)
     return lm, {**lm.info, "element_rate_fitted_on_reuse": True}
+
+
+def stored_with_line(parser: argparse.ArgumentParser, archs: list[str]) -> dict[str, dict]:
+    """The results of benchmarks/results/latency.json by architecture; ``parser.error`` (one line, naming the
+    file) where one of ``archs`` has no latency model with a MACs line there."""
+    path = ROOT / "benchmarks" / "results" / "latency.json"
+    stored = {r["arch"]: r for r in json.loads(path.read_text())["results"]}
+    missing = [a for a in archs if a not in stored or not stored[a]["latency_model"].get("macs_line")]
+    if missing:
+        parser.error(f"{path} holds no latency model with a MACs line for {', '.join(missing)}: run "
+                     f"benchmarks/latency.py for it first")
+    return stored
 
 
 def at_speed(result: dict, metric: str, target: float) -> dict | None:

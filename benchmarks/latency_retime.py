@@ -14,7 +14,6 @@ Writes benchmarks/results/latency_retime.json; docs/benchmarks.md quotes its fig
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,10 +23,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.latency import ARCHS, DEFAULT, SIZE  # noqa: E402
+from benchmarks.latency import ARCHS, DEFAULT, SIZE, stored_with_line  # noqa: E402
 from benchmarks.report import machine, write_results  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "latency.json"
 
 
 def retime(name: str, stored: dict, runs: int, rounds: int, warmup: int) -> dict:
@@ -77,11 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args(argv)
-    stored = {r["arch"]: r for r in json.loads(RESULTS.read_text())["results"]}
-    missing = [a for a in args.arch if a not in stored or not stored[a]["latency_model"].get("macs_line")]
-    if missing:
-        parser.error(f"{RESULTS} holds no latency model with a MACs line for {', '.join(missing)}: run "
-                     f"benchmarks/latency.py for it first")
+    stored = stored_with_line(parser, args.arch)
     torch.manual_seed(0)
     start = time.perf_counter()
     out = [retime(a, stored[a], args.runs, args.rounds, args.warmup) for a in args.arch]

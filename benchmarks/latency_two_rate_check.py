@@ -21,7 +21,6 @@ model's element rate (``profile_latency`` with ``elements``); it reads the profi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,11 +31,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.latency import ARCHS, DEFAULT, SIZE  # noqa: E402
+from benchmarks.latency import ARCHS, DEFAULT, SIZE, stored_with_line  # noqa: E402
 from benchmarks.report import machine, write_results  # noqa: E402
 from cpd.flops import count_work  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "latency.json"
 def check(name: str, stored: dict) -> dict:
     """Every profile cut and table model of ``name`` with its shares saved, and both predictions."""
     from cpd import comb
@@ -120,11 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", nargs="+", default=list(DEFAULT), choices=sorted(ARCHS))
     args = parser.parse_args(argv)
-    stored = {r["arch"]: r for r in json.loads(RESULTS.read_text())["results"]}
-    missing = [a for a in args.arch if a not in stored or not stored[a]["latency_model"].get("macs_line")]
-    if missing:
-        parser.error(f"{RESULTS} holds no latency model with a MACs line for {', '.join(missing)}: run "
-                     f"benchmarks/latency.py for it first")
+    stored = stored_with_line(parser, args.arch)
     torch.manual_seed(0)
     start = time.perf_counter()
     out = []

@@ -30,6 +30,7 @@ import statistics
 import tempfile
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from cpd.export.latency import compare_latency, pick_provider
 from cpd.export.onnx_export import ForwardFn, TupleOutputs, eval_mode, export_onnx, torch_outputs
 from cpd.export.pooling import exportable_pooling
 from cpd.export.runtime import CPU, CUDA
-from cpd.flops import count_macs, count_param_macs, count_work
+from cpd.flops import count_param_macs, count_work
 
 RUNTIMES = {"onnxruntime-cpu": CPU, "onnxruntime-cuda": CUDA, "torch-eager": None}
 #: how a meter exports what it times: fast, or as the export stage does (the deployed graph).
@@ -103,6 +104,7 @@ class LatencyMeter:
         self.workdir.mkdir(parents=True, exist_ok=True)  # else the fast exporter fails and the slow one runs
         self.reference = reference.eval()
         self.count = 0
+        self._last_work: tuple[Any, tuple, tuple[float, float]] | None = None  # see :meth:`work`
         if runtime != "torch-eager":
             self.reference_path = self._export(reference, "reference.onnx")
         self.baseline = float(baseline) if baseline is not None else self._pair(None)[0]
@@ -120,12 +122,26 @@ class LatencyMeter:
 
     def macs(self, model: nn.Module) -> float:
         """MACs of ``model``'s inference forward at the deployment input (the latency model's prior)."""
-        return float(count_macs(model, (self.inputs,), self.forward_fn))
+        return self.work(model)[0]
 
     def elements(self, model: nn.Module) -> float:
         """Elements written by ``model``'s inference forward at the deployment input, products and views
-        aside (the latency model's element rate; :func:`cpd.flops.count_work`)."""
-        return float(count_work(model, (self.inputs,), self.forward_fn)[1])
+        aside (the latency model's element rate)."""
+        return self.work(model)[1]
+
+    def work(self, model: nn.Module) -> tuple[float, float]:
+        """``(MACs, elements)`` of ``model``'s inference forward at the deployment input, counted in one pass
+        (:func:`cpd.flops.count_work`).  The last model's counts are kept, keyed by the object and its
+        parameters' shapes (all the counts depend on), so that ``macs`` and ``elements`` of one cut copy, as
+        the profile asks for them, run one forward."""
+        key = (id(model), tuple(tuple(p.shape) for p in model.parameters()))
+        last = self._last_work
+        if last is not None and last[0]() is model and last[1] == key:
+            return last[2]
+        macs, elements = count_work(model, (self.inputs,), self.forward_fn)
+        counts = (float(macs), float(elements))
+        self._last_work = (weakref.ref(model), key, counts)
+        return counts
 
     def param_macs(self, model: nn.Module) -> tuple[dict[str, int], int]:
         """MACs of ``model``'s inference forward per parameter, and in all (the latency model's overlap)."""
